@@ -1,0 +1,236 @@
+"""`runforge`: one entry point, subcommands.
+
+    runforge train TRAINER [--flags]     train (flags generated from the trainer's Config)
+    runforge runs [ROOT]                 the runs table
+    runforge show RUN                    config, status, last metrics, files of one run
+
+Other rooms add their own subcommands through a `register(commands, data)`
+function in the modules listed in COMMAND_MODULES (imported only if present,
+and never importing torch at module level).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from . import __version__
+from .config import OneLineParser, add_config_arguments, build, load_file, to_dict
+from .errors import ConfigError, RunforgeError
+from .trainers import TRAINERS
+
+COMMAND_MODULES = (
+    "runforge.monitor.cli",
+    "runforge.trainers.voxel.cli",
+    "runforge.trainers.sr.cli",
+    "runforge.trainers.splat.cli",
+    "runforge.trainers.kolmogorov.cli",
+)
+RUN_FLAGS = ("out", "root", "name", "resume", "overwrite", "preset", "config", "no_tensorboard", "progress")
+
+
+def _available_trainers() -> list[str]:
+    return [name for name, module in TRAINERS.items() if _module_exists(module + ".config")]
+
+
+def _module_exists(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+    parser = OneLineParser(prog="runforge", description="A local-first training workbench.")
+    parser.add_argument("--version", action="version", version=f"runforge {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
+
+    train = commands.add_parser("train", help="train a model: " + ", ".join(_available_trainers()), add_help=False)
+    train.add_argument("trainer", nargs="?", help="one of: " + ", ".join(_available_trainers()))
+    train.add_argument("rest", nargs=argparse.REMAINDER)
+
+    runs = commands.add_parser("runs", help="list runs under ROOT (default runs/)")
+    runs.add_argument("roots", nargs="*", default=["runs"], metavar="ROOT")
+    runs.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    runs.set_defaults(handler=cmd_runs)
+
+    show = commands.add_parser("show", help="config, status, last metrics and files of a run")
+    show.add_argument("run", metavar="RUN")
+    show.add_argument("--json", action="store_true", help="print JSON instead of text")
+    show.set_defaults(handler=cmd_show)
+
+    data = commands.add_parser("data", help="make or render datasets")
+    data_commands = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND", parser_class=OneLineParser)
+    for module_name in COMMAND_MODULES:
+        if _module_exists(module_name):
+            importlib.import_module(module_name).register(commands, data_commands)
+    return parser, data
+
+
+def trainer_parser(name: str, config_module: Any) -> argparse.ArgumentParser:
+    parser = OneLineParser(prog=f"runforge train {name}", add_help=False,
+                           description=(config_module.__doc__ or "").strip().split("\n")[0])
+    run = parser.add_argument_group("run")
+    run.add_argument("--out", metavar="DIR", help="use exactly this run directory (default: ROOT/{name}_{id})")
+    run.add_argument("--root", metavar="DIR", help="where new runs are created (default: runs)")
+    run.add_argument("--name", help="run name instead of {adjective}-{noun}-{N}")
+    run.add_argument("--resume", nargs="?", const=True, metavar="RUN_OR_CKPT",
+                     help="continue from the latest checkpoint of --out, or of the given run dir / checkpoint file")
+    run.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
+    presets = getattr(config_module, "PRESETS", {})
+    run.add_argument("--preset", choices=sorted(presets) or None, help="start from a named config")
+    run.add_argument("--config", metavar="FILE.json", help="start from a config file (e.g. a run's config.json)")
+    run.add_argument("--no_tensorboard", action="store_true", help="do not mirror metrics into tb/")
+    run.add_argument("--progress", choices=["auto", "bar", "lines"], default="auto", help="progress display")
+    run.add_argument("--debug", action="store_true", help="show tracebacks")
+    run.add_argument("-h", "--help", action="help", help="show this help and exit")
+    add_config_arguments(parser, config_module.Config)
+    return parser
+
+
+def cmd_train(name: str | None, argv: list[str]) -> int:
+    available = _available_trainers()
+    if name is None or name in ("-h", "--help"):
+        print("usage: runforge train TRAINER [--flags]\n\ntrainers:\n" + "\n".join(f"  {t}" for t in available))
+        print("\n`runforge train TRAINER --help` lists a trainer's flags.")
+        return 0 if name else 2
+    if name not in available:
+        raise ConfigError(None, f"unknown trainer {name!r}; choose from {', '.join(available)}")
+    config_module = importlib.import_module(TRAINERS[name] + ".config")
+    args = vars(trainer_parser(name, config_module).parse_args(argv))
+    run_args = {key: args.pop(key) for key in RUN_FLAGS + ("debug",) if key in args}
+    cls = config_module.Config
+
+    base = None
+    if run_args.get("preset"):
+        base = config_module.PRESETS[run_args["preset"]]
+    if run_args.get("config"):
+        base = load_file(cls, run_args["config"], base)
+    resume = run_args.get("resume")
+    resume_dir = _resume_dir(resume, run_args.get("out"))
+    if resume_dir is not None and (resume_dir / "config.json").exists():
+        base = load_file(cls, resume_dir / "config.json", base)
+    cfg = build(cls, base, args)
+
+    options: dict[str, Any] = {}
+    run_options: Callable[[Any], dict[str, Any]] | None = getattr(config_module, "run_options", None)
+    if run_options is not None:
+        options.update(run_options(cfg))
+    for key in ("out", "root", "name"):
+        if run_args.get(key) is not None:
+            options[key] = run_args[key]
+    if resume is not None:
+        options["resume"] = resume
+    options["overwrite"] = run_args.get("overwrite", False)
+    if run_args.get("no_tensorboard"):
+        options["tensorboard"] = False
+    options["progress"] = {"auto": None, "bar": True, "lines": False}[run_args.get("progress") or "auto"]
+
+    from .run import Run
+
+    train = importlib.import_module(TRAINERS[name] + ".train").train
+    with Run(trainer=name, config=to_dict(cfg), **options) as run:
+        train(cfg, run)
+    return run.exit_code
+
+
+def _resume_dir(resume: Any, out: str | None) -> Path | None:
+    if resume is None:
+        return None
+    if resume is True:
+        return Path(out) if out else None
+    path = Path(resume)
+    if path.is_dir():
+        return path
+    for parent in path.resolve().parents:
+        if (parent / "run.json").exists():
+            return parent
+    return None
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from .run import list_runs
+
+    runs = [summary for root in args.roots for summary in list_runs(root)]
+    if args.json:
+        print(json.dumps([r.to_dict() for r in runs], indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=", ".join(args.roots))
+    for column in ("name", "id", "trainer", "status", "step", "ETA", "created", "dir"):
+        table.add_column(column)
+    for r in runs:
+        step = f"{r.step}/{r.step_max}" if r.step_max else str(r.step if r.step is not None else "")
+        table.add_row(r.name, r.id, r.trainer, r.status, step, r.eta or "", r.created_at or "", r.dir)
+    Console().print(table)
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from .run import list_images, list_snapshots, read_config, read_metrics, read_status
+    from .run.read import summarize
+
+    summary = summarize(args.run)
+    metrics = read_metrics(args.run)
+    report = {
+        "run": summary.to_dict(),
+        "config": read_config(args.run),
+        "status": read_status(args.run),
+        "last_metrics": metrics[-1] if metrics else None,
+        "logged_lines": len(metrics),
+        "images": len(list_images(args.run)),
+        "snapshots": [p.name for p in list_snapshots(args.run)],
+        "files": sorted(str(p.relative_to(args.run)) for p in Path(args.run).rglob("*") if p.is_file()),
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.pretty import Pretty
+
+    console = Console()
+    console.print(f"[bold]{summary.name}_{summary.id}[/bold]  {summary.trainer}  {summary.status}  "
+                  f"step {summary.step}/{summary.step_max}  {summary.dir}")
+    for key in ("config", "status", "last_metrics"):
+        console.print(f"[bold]{key}[/bold]")
+        console.print(Pretty(report[key]))
+    console.print(f"[bold]files[/bold] ({len(report['files'])}, {report['images']} images, "
+                  f"{len(report['snapshots'])} snapshots, {report['logged_lines']} logged lines)")
+    for name in report["files"][:40]:
+        console.print(f"  {name}")
+    if len(report["files"]) > 40:
+        console.print(f"  ... and {len(report['files']) - 40} more")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        if argv and argv[0] == "train":
+            rest = argv[1:]
+            return cmd_train(rest[0] if rest else None, rest[1:])
+        parser, data = build_parser()
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return 2
+        if args.command == "data" and getattr(args, "data_command", None) is None:
+            data.print_help()
+            return 2
+        return int(args.handler(args) or 0)
+    except RunforgeError as exc:
+        if debug:
+            raise
+        print(f"runforge: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,39 @@
+"""Errors a user can act on.
+
+    RunforgeError                 base; the CLI prints `runforge: <message>` and exits 2
+    ├── BadInputError             a file or value given by the user is missing or malformed
+    │   └── ConfigError           an unknown key or a value of the wrong type in a config
+    ├── RunExistsError            --out names a run and neither --resume nor --overwrite was given
+    └── RunNotFoundError          a run directory or checkpoint that should exist does not
+
+Every message names the file or value and the problem, on one line.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+class RunforgeError(Exception):
+    """An error caused by input, reported as one line with exit code 2."""
+
+    exit_code = 2
+
+
+class BadInputError(RunforgeError):
+    def __init__(self, path: str | os.PathLike[str] | None, problem: str) -> None:
+        self.path = None if path is None else os.fspath(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}" if self.path else problem)
+
+
+class ConfigError(BadInputError):
+    pass
+
+
+class RunExistsError(RunforgeError):
+    pass
+
+
+class RunNotFoundError(RunforgeError):
+    pass

@@ -1,0 +1,94 @@
+"""Atomic file writes: temp file in the same directory, flush, fsync, rename.
+
+A reader (or a process killed at any instant) sees either the old file or the
+new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, BinaryIO, Callable
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_with(path: str | os.PathLike[str], write: Callable[[BinaryIO], Any], *, durable: bool = True) -> Path:
+    """Call `write(fileobj)` on a temporary file beside `path`, then rename it over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            if durable:
+                os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    if durable:
+        _fsync_dir(path.parent)
+    return path
+
+
+def write_bytes(path: str | os.PathLike[str], data: bytes, *, durable: bool = True) -> Path:
+    return write_with(path, lambda f: f.write(data), durable=durable)
+
+
+def dumps_pretty(obj: Any) -> str:
+    """The JSON style of every runforge artifact: 2-space indent, UTF-8, keys in insertion order."""
+    return json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False, default=_json_default) + "\n"
+
+
+def write_json(path: str | os.PathLike[str], obj: Any, *, durable: bool = True) -> Path:
+    return write_bytes(path, dumps_pretty(sanitize(obj)).encode("utf-8"), durable=durable)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    item = getattr(value, "item", None)  # numpy / torch scalars, without importing either
+    if callable(item):
+        try:
+            return item()
+        except (TypeError, ValueError):
+            pass
+    tolist = getattr(value, "tolist", None)
+    if callable(tolist):
+        return tolist()
+    raise TypeError(f"value of type {type(value).__name__} is not JSON serializable")
+
+
+def sanitize(obj: Any) -> Any:
+    """Replace NaN and infinities by None so that every file is strict JSON."""
+    if isinstance(obj, float):
+        return obj if obj == obj and obj not in (float("inf"), float("-inf")) else None
+    if isinstance(obj, dict):
+        return {k: sanitize(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [sanitize(v) for v in obj]
+    if obj is None or isinstance(obj, (str, int)):
+        return obj
+    try:
+        return sanitize(_json_default(obj))
+    except TypeError:
+        return obj  # json.dumps names the type in its error

@@ -1,0 +1,1 @@
+"""`toy`: a torch-free curve fit that exercises every part of the run layer in seconds."""
