@@ -89,13 +89,14 @@ class CheckpointManager:
             entries.append({"step": step, "file": path.relative_to(self.dir).as_posix(), "metric": metric})
             entries.sort(key=lambda e: e["step"])
             keep = self._keep(entries)
+            # The index first: a kill between the two steps leaves an unlisted file, never a listed missing one.
+            write_json(self.index_path, {"checkpoints": [e for e in entries if e["step"] in keep]})
             for entry in entries:
                 if entry["step"] not in keep:
                     try:
                         (self.dir / entry["file"]).unlink()
                     except FileNotFoundError:
                         pass
-            write_json(self.index_path, {"checkpoints": [e for e in entries if e["step"] in keep]})
         return path
 
     def _keep(self, entries: list[dict[str, Any]]) -> set[int]:

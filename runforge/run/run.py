@@ -104,7 +104,8 @@ class Run:
         overwrite: replace the run already in `out`.
         steps: the step count the run aims for (status.json step_max, ETA).
         tensorboard: mirror scalars and images into tb/.
-        snapshot_dir, snapshot_pattern: where `snapshot` writes (`{step}` is replaced).
+        snapshot_dir, snapshot_pattern: where `snapshot` writes (`{step}` is replaced); a relative
+            folder is inside the run, an absolute one anywhere (seed 002's learn directory).
         checkpoint_options: keyword arguments of `CheckpointManager` (folder, pattern, keep_last, ...).
         progress: show a progress bar (default: when stderr is a terminal; plain lines otherwise).
         handle_signals: turn SIGINT/SIGTERM into a graceful stop (see `poll`).
@@ -152,7 +153,8 @@ class Run:
         self._events_lock = threading.Lock()
         config_text = dumps_pretty(sanitize(self.config))  # fail on a bad config before touching the disk
 
-        self.dir, self.name, self.id, resumed = self._open_dir(root, out, name, resume, overwrite)
+        run_dir, self.name, self.id, resumed = self._open_dir(root, out, name, resume, overwrite)
+        self.dir = Path(os.path.abspath(run_dir))
         self.checkpoints = CheckpointManager(self.dir, rank=self.rank, **(checkpoint_options or {}))
         self._info: dict[str, Any] = {}
         time_offset = 0.0
@@ -371,7 +373,9 @@ class Run:
         """
         if not self.is_main:
             return None
-        path = self._inside(Path(self.snapshot_dir) / self.snapshot_pattern.format(step=step))
+        name = Path(self.snapshot_pattern.format(step=step))
+        folder = Path(self.snapshot_dir)
+        path = folder / name if folder.is_absolute() else self._inside(folder / name)
         data = self.status_fields(step)
         data.update(stats)
         text = dumps_pretty(sanitize(data)).encode("utf-8")
@@ -449,9 +453,9 @@ class Run:
         raise CheckpointWriteError(f"{self.dir}: could not write an essential file: {self._fatal}")
 
     def _inside(self, relative: Path) -> Path:
-        path = (self.dir / relative).resolve()
-        if not path.is_relative_to(self.dir.resolve()):
-            raise ValueError(f"{relative}: must stay inside the run directory")
+        # Lexical, not resolved: a folder of the run may be a link to another disk.
+        if relative.is_absolute() or ".." in relative.parts:
+            raise ValueError(f"{relative}: must be a relative path inside the run directory")
         return self.dir / relative
 
     def _update_info(self, **changes: Any) -> None:
@@ -692,15 +696,20 @@ def _find_run_dir(path: Path) -> Path:
 
 def _rendezvous(root: Path, run_dir: Path | None, timeout: float = 120.0) -> Path:
     """Rank 0 announces its run directory; the other ranks of the same torchrun job wait for it."""
-    job = os.environ.get("TORCHELASTIC_RUN_ID") or f"{os.environ.get('MASTER_ADDR', 'local')}-{os.environ.get('MASTER_PORT', '0')}"
+    job = "-".join(os.environ.get(key, "") for key in ("TORCHELASTIC_RUN_ID", "MASTER_ADDR", "MASTER_PORT"))
     note = root / f".rendezvous-{re.sub(r'[^A-Za-z0-9_.-]', '_', job)}"
     if run_dir is not None:
         write_bytes(note, str(run_dir.resolve()).encode("utf-8"), durable=False)
         return run_dir
+    started = time.time()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if note.exists():
-            return Path(note.read_text(encoding="utf-8"))
+        try:
+            # a note left by an earlier job with the same id is older than this process
+            if note.stat().st_mtime > started - 60:
+                return Path(note.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            pass
         time.sleep(0.05)
     raise RunNotFoundError(f"{note}: rank 0 did not announce its run directory within {timeout:.0f} s")
 

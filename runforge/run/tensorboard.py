@@ -7,7 +7,7 @@ mirror stays on by default. All scalars of one `run.log` call go into one Event
 (one Summary with several values), as `tf.summary.merge_all` does.
 
     Event   { double wall_time = 1; int64 step = 2; string file_version = 3; Summary summary = 5;
-              SessionLog session_log = 6; }
+              SessionLog session_log = 7; }
     Summary { repeated Value value = 1; }
     Value   { string tag = 1; float simple_value = 2; Image image = 4; }
     Image   { int32 height = 1; int32 width = 2; int32 colorspace = 3; bytes encoded_image_string = 4; }
@@ -82,7 +82,13 @@ class EventFileWriter:
     def __init__(self, logdir: str | os.PathLike[str]) -> None:
         self.logdir = Path(logdir)
         self.logdir.mkdir(parents=True, exist_ok=True)
-        name = f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}.0"
+        # Readers load files in name order: a resumed run's file must sort after the earlier ones.
+        stamp = int(time.time())
+        for existing in self.logdir.glob("events.out.tfevents.*"):
+            parts = existing.name.split(".")
+            if len(parts) > 3 and parts[3].isdigit():
+                stamp = max(stamp, int(parts[3]) + 1)
+        name = f"events.out.tfevents.{stamp:010d}.{socket.gethostname()}.{os.getpid()}.0"
         self.path = self.logdir / name
         self._file: BinaryIO = open(self.path, "ab")
         self._tag_prefix: dict[str, bytes] = {}
@@ -110,7 +116,7 @@ class EventFileWriter:
 
     def purge_from(self, step: int) -> None:
         """Tell readers to drop events at or after `step` (a resumed run rewrites them)."""
-        self._file.write(frame(_event(time.time(), step, _field_bytes(6, b"\x08\x01"))))
+        self._file.write(frame(_event(time.time(), step, _field_bytes(7, b"\x08\x01"))))
 
     def write(self, records: bytes) -> None:
         if records:

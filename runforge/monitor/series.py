@@ -1,0 +1,179 @@
+"""A run's train.jsonl as columns in memory, extended as the file grows, and downsampled for charts.
+
+Parsing JSON is the slow part (seconds for a million lines on this machine), so a
+file is parsed once and afterwards only the bytes appended since are read. A file
+that shrank or was replaced (a resume drops the lines after its checkpoint) is
+read again from the start.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import threading
+from array import array
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+NOT_CHARTED = ("step", "time", "nonfinite")
+"""Keys of a train.jsonl line that are not metrics."""
+
+
+def downsample(x: np.ndarray, y: np.ndarray, max_points: int) -> tuple[np.ndarray, np.ndarray]:
+    """At most `max_points` (+2) points that keep each bucket's minimum and maximum, in x order.
+
+    Buckets hold consecutive points, so a single spike among a million points is
+    still drawn, as are the first and last point. Non-finite values are dropped.
+    """
+    finite = np.isfinite(y)
+    if not finite.all():
+        x, y = x[finite], y[finite]
+    n = len(y)
+    if n <= max_points:
+        return x, y
+    size = math.ceil(n / max(1, max_points // 2))
+    buckets = math.ceil(n / size)
+    padded = np.empty(buckets * size, dtype=y.dtype)
+    padded[:n] = y
+    padded[n:] = y[-1]  # the last bucket is padded with a value it already holds
+    rows = padded.reshape(buckets, size)
+    base = np.arange(buckets) * size
+    low = base + rows.argmin(axis=1)
+    high = base + rows.argmax(axis=1)
+    keep = np.concatenate(([0, n - 1], np.minimum(low, n - 1), np.minimum(high, n - 1)))
+    keep = np.unique(keep)
+    return x[keep], y[keep]
+
+
+class MetricStore:
+    """The numeric columns of one train.jsonl: name -> (steps, values); nested names joined by '.'."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._reset()
+
+    def _reset(self) -> None:
+        self._identity: tuple[int, int] | None = None
+        self._offset = 0
+        self._lines = 0
+        self._last_step: int | None = None
+        self._columns: dict[str, tuple[array, array]] = {}
+        self._arrays: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    @property
+    def lines(self) -> int:
+        return self._lines
+
+    @property
+    def last_step(self) -> int | None:
+        return self._last_step
+
+    def refresh(self) -> None:
+        """Read what was appended since the last call (or everything, if the file was replaced)."""
+        with self._lock:
+            try:
+                stat = os.stat(self.path)
+            except FileNotFoundError:
+                self._reset()
+                return
+            identity = (stat.st_dev, stat.st_ino)
+            if identity != self._identity or stat.st_size < self._offset:
+                self._reset()
+                self._identity = identity
+            if stat.st_size == self._offset:
+                return
+            with open(self.path, "rb") as f:
+                f.seek(self._offset)
+                data = f.read(stat.st_size - self._offset)
+            end = data.rfind(b"\n")
+            if end < 0:
+                return  # only part of a line so far: the writer has not finished it
+            self._offset += end + 1
+            self._add(_parse_lines(data[: end + 1]))
+            self._arrays.clear()
+
+    def _add(self, records: list[Any]) -> None:
+        columns = self._columns
+        for record in records:
+            if not isinstance(record, dict):
+                continue
+            step = record.get("step")
+            if not isinstance(step, int) or isinstance(step, bool):
+                continue
+            self._lines += 1
+            self._last_step = step
+            stack = [("", record)]
+            while stack:
+                prefix, obj = stack.pop()
+                for key, value in obj.items():
+                    kind = type(value)
+                    if kind is float or kind is int:
+                        pass
+                    elif value is None:
+                        value = math.nan  # a non-finite value the run layer wrote as null
+                    elif kind is dict:
+                        stack.append((f"{prefix}{key}.", value))
+                        continue
+                    else:
+                        continue
+                    name = prefix + key if prefix else key
+                    if not prefix and name in NOT_CHARTED:
+                        continue
+                    column = columns.get(name)
+                    if column is None:
+                        column = columns[name] = (array("d"), array("d"))
+                    column[0].append(step)
+                    column[1].append(value)
+
+    def names(self) -> list[str]:
+        with self._lock:
+            return sorted(self._columns)
+
+    def series(self, name: str) -> tuple[np.ndarray, np.ndarray] | None:
+        with self._lock:
+            cached = self._arrays.get(name)
+            if cached is None:
+                column = self._columns.get(name)
+                if column is None:
+                    return None
+                cached = self._arrays[name] = (np.array(column[0]), np.array(column[1]))
+            return cached
+
+    def chart(self, name: str, max_points: int, x_min: float | None = None,
+              x_max: float | None = None) -> dict[str, Any] | None:
+        """One metric, within [x_min, x_max] when given, downsampled to about `max_points`."""
+        found = self.series(name)
+        if found is None:
+            return None
+        x, y = found
+        total = len(x)
+        if x_min is not None or x_max is not None:
+            inside = np.ones(total, dtype=bool)
+            if x_min is not None:
+                inside &= x >= x_min
+            if x_max is not None:
+                inside &= x <= x_max
+            x, y = x[inside], y[inside]
+        shown = len(x)
+        x, y = downsample(x, y, max_points)
+        return {"x": x.astype(np.int64).tolist(), "y": y.tolist(), "points": total, "in_range": shown}
+
+
+def _parse_lines(data: bytes) -> list[Any]:
+    # One json.loads over the whole chunk is ~40% faster than one call per line.
+    try:
+        return json.loads(b"[" + data.rstrip(b"\n").replace(b"\n", b",") + b"]")
+    except ValueError:
+        pass
+    records = []
+    for line in data.split(b"\n"):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                continue  # a damaged line: the rest of the log is still worth showing
+    return records

@@ -1,0 +1,124 @@
+"""Finding and reading a run's statistics snapshots (`stats/stats_{step}.json`, `Learn/Statistik_{step}.json`).
+
+The folder and name pattern are options of every trainer. A run records them in
+run.json (`snapshot_dir`, `snapshot_pattern`); runs that do not are searched in
+the folders the trainers use by default.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from ..errors import BadInputError, RunNotFoundError
+
+DEFAULT_FOLDERS = ("stats", "Learn")
+_ANY_STEP = re.compile(r"^(?:.*?[_\-])?(\d+)\.json$")
+
+
+def _pattern_regex(pattern: str) -> re.Pattern[str]:
+    parts = re.split(r"\{step(?::[^}]*)?\}", pattern)
+    return re.compile("^" + r"(\d+)".join(re.escape(part) for part in parts) + "$")
+
+
+def _recorded(run_dir: Path) -> tuple[str | None, str | None]:
+    try:
+        info = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None, None
+    if not isinstance(info, dict):
+        return None, None
+    folder, pattern = info.get("snapshot_dir"), info.get("snapshot_pattern")
+    return (folder if isinstance(folder, str) else None), (pattern if isinstance(pattern, str) else None)
+
+
+def list_snapshots(run_dir: str | os.PathLike[str]) -> list[tuple[int, Path]]:
+    """(step, path) of every snapshot of a run, by step. Only folders inside the run are read."""
+    run_dir = Path(run_dir)
+    folder, pattern = _recorded(run_dir)
+    folders = (folder,) if folder else DEFAULT_FOLDERS
+    regex = _pattern_regex(pattern) if pattern else _ANY_STEP
+    for name in folders:
+        directory = run_dir / name
+        try:
+            if not directory.resolve().is_relative_to(run_dir.resolve()):
+                continue
+            entries = list(os.scandir(directory))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        found = []
+        for entry in entries:
+            match = regex.match(entry.name)
+            if match and entry.is_file():
+                found.append((int(match.group(1)), Path(entry.path)))
+        if found:
+            return sorted(found)
+    return []
+
+
+def load_snapshot(path: str | os.PathLike[str]) -> dict[str, Any]:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunNotFoundError(f"{path}: no such snapshot") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadInputError(path, f"is not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise BadInputError(path, "must hold a JSON object")
+    return data
+
+
+def snapshot_at(run_dir: str | os.PathLike[str], step: int) -> dict[str, Any]:
+    """The snapshot a run wrote at `step`; a one-line error naming the steps it has otherwise."""
+    snapshots = list_snapshots(run_dir)
+    for found_step, path in snapshots:
+        if found_step == step:
+            return load_snapshot(path)
+    have = ", ".join(str(s) for s, _ in snapshots[-8:]) or "none"
+    raise BadInputError(run_dir, f"no statistics snapshot at step {step} (latest steps: {have})")
+
+
+def latest_snapshot(run_dir: str | os.PathLike[str]) -> tuple[int, dict[str, Any]] | None:
+    """The newest readable snapshot of a run."""
+    for step, path in reversed(list_snapshots(run_dir)):
+        try:
+            return step, load_snapshot(path)
+        except (BadInputError, RunNotFoundError):
+            continue
+    return None
+
+
+def best_metric(snapshot: dict[str, Any] | None, run_dir: str | os.PathLike[str]) -> tuple[str, float] | None:
+    """What the runs table shows as "best": `best_quality_ever` of the latest snapshot,
+    else the best checkpoint metric the run recorded."""
+    if snapshot is not None and _is_number(snapshot.get("best_quality_ever")):
+        return "best_quality_ever", float(snapshot["best_quality_ever"])
+    best: float | None = None
+    for index in Path(run_dir).glob("ckpts/index_rank0.json"):
+        try:
+            entries = json.loads(index.read_text(encoding="utf-8")).get("checkpoints", [])
+        except (OSError, ValueError, AttributeError):
+            continue
+        metrics = [e["metric"] for e in entries if isinstance(e, dict) and _is_number(e.get("metric"))]
+        if metrics:
+            best = min(metrics)
+    return None if best is None else ("checkpoint metric", best)
+
+
+def flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested keys joined with '.': {"losses": {"l1": 1}} -> {"losses.l1": 1}."""
+    out: dict[str, Any] = {}
+    for key, value in record.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value

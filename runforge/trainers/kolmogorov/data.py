@@ -1,0 +1,129 @@
+"""Kolmogorov-flow datasets: simulate, coarsen, split, store as HDF5; read windows back.
+
+Layout (as SDA): OUT/{train,valid,test}.h5, each with one float32 dataset `x` of
+shape (trajectories, time, 2, H, W) and the simulation parameters as attributes.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ...errors import BadInputError
+from ...run._atomic import write_json, write_with
+from .config import DataConfig
+from .solver import KolmogorovFlow, coarsen
+
+SPLITS = ("train", "valid", "test")
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise BadInputError(None, "--device cuda: no CUDA device is available")
+    return torch.device(name)
+
+
+def split_sizes(n: int) -> tuple[int, int, int]:
+    """80/10/10 (as SDA: int(0.8 n), int(0.9 n) boundaries), each split non-empty."""
+    train, valid = int(0.8 * n), int(0.9 * n)
+    train = min(max(train, 1), n - 2)
+    valid = min(max(valid, train + 1), n - 1)
+    return train, valid - train, n - valid
+
+
+def simulate(cfg: DataConfig, log=print) -> Tensor:
+    """All trajectories as coarse velocity fields (N, length, 2, H, W), float32 on the CPU."""
+    device = pick_device(cfg.device)
+    flow = KolmogorovFlow(cfg.size, reynolds=cfg.reynolds, drag=cfg.drag, wavenumber=cfg.wavenumber, device=device)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    out = []
+    started = time.perf_counter()
+    for first in range(0, cfg.trajectories, cfg.batch):
+        count = min(cfg.batch, cfg.trajectories - first)
+        w = flow.random_vorticity(count, generator, max_velocity=cfg.max_velocity, peak_wavenumber=cfg.wavenumber)
+        for _ in range(cfg.burn_in):
+            w = flow.advance(w, cfg.dt)
+        states = flow.trajectory(w, cfg.length, cfg.dt)  # (B, T, X, Y) vorticity
+        uv = coarsen(flow.velocity(states), cfg.coarsen)  # (B, T, 2, H, W)
+        if not torch.isfinite(uv).all():
+            raise RuntimeError("the simulation blew up (non-finite values); lower --dt or raise --size")
+        out.append(uv.float().cpu())
+        done = first + count
+        log(f"kolmogorov data: {done}/{cfg.trajectories} trajectories simulated ({time.perf_counter() - started:.0f} s)")
+    return torch.cat(out)
+
+
+def write_split(path: Path, x: np.ndarray, attrs: dict) -> None:
+    import h5py
+
+    def write(f) -> None:
+        with h5py.File(f, "w") as h5:
+            h5.create_dataset("x", data=x, dtype=np.float32)
+            for key, value in attrs.items():
+                h5.attrs[key] = value
+
+    write_with(path, write)
+
+
+def generate(cfg: DataConfig, out: Path, overwrite: bool = False, log=print) -> dict[str, Path]:
+    """Simulate and write OUT/{train,valid,test}.h5 and OUT/meta.json; returns the split files."""
+    out = Path(out)
+    files = {split: out / f"{split}.h5" for split in SPLITS}
+    taken = [p for p in files.values() if p.exists()]
+    if taken and not overwrite:
+        raise BadInputError(taken[0], "already exists; pass --overwrite to replace the dataset")
+    x = simulate(cfg, log).numpy()
+    n_train, n_valid, _ = split_sizes(len(x))
+    parts = {"train": x[:n_train], "valid": x[n_train:n_train + n_valid], "test": x[n_train + n_valid:]}
+    attrs = {k: v for k, v in asdict(cfg).items() if k not in ("device", "batch")}
+    for split, path in files.items():
+        write_split(path, parts[split], attrs)
+    write_json(out / "meta.json", {**attrs, "shape": {s: list(p.shape) for s, p in parts.items()},
+                                   "layout": "x[trajectory, time, (u, v), X, Y] on the periodic square [0, 2π)²"})
+    return files
+
+
+def load_split(path: Path) -> Tensor:
+    """The dataset `x` of one split file as a float32 tensor (N, T, 2, H, W)."""
+    import h5py
+
+    path = Path(path)
+    if not path.is_file():
+        raise BadInputError(path, "no such dataset file (make one with `runforge data kolmogorov DIR`)")
+    try:
+        with h5py.File(path, "r") as h5:
+            if "x" not in h5:
+                raise BadInputError(path, "has no dataset 'x'")
+            x = h5["x"][...]
+    except OSError as exc:
+        raise BadInputError(path, f"is not a readable HDF5 file ({exc})") from None
+    if x.ndim != 5 or x.shape[2] != 2 or x.shape[3] != x.shape[4]:
+        raise BadInputError(path, f"dataset 'x' must be (trajectories, time, 2, N, N), got {tuple(x.shape)}")
+    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+
+
+def read_meta(folder: Path) -> dict:
+    path = Path(folder) / "meta.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def random_windows(x: Tensor, window: int, generator: torch.Generator) -> Tensor:
+    """One random window per trajectory, flattened as SDA's TrajectoryDataset: (N, window * 2, H, W)."""
+    n, t = x.shape[:2]
+    if t < window:
+        raise BadInputError(None, f"trajectories of {t} states are shorter than --window {window}")
+    start = torch.randint(0, t - window + 1, (n,), generator=generator)
+    index = start[:, None] + torch.arange(window)
+    windows = x[torch.arange(n)[:, None], index]  # (N, window, 2, H, W)
+    return windows.flatten(1, 2)

@@ -1,0 +1,119 @@
+"""Super-resolution (seed 002): a residual CNN trained with l1/ms/gradient/perceptual losses whose weights an adaptive system tunes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+from ...config import option
+from ...errors import ConfigError
+
+SNAPSHOT_PATTERN = "Statistik_{step}.json"
+CHECKPOINT_DIR = "ckpts"
+LAST_CHECKPOINT = "last.pt"
+BEST_CHECKPOINT = "best.pt"
+
+
+@dataclass
+class Config:
+    # --- data
+    data_root: Optional[Path] = option(None, "HR images in DIR/train and DIR/val (or one folder, split 90/10); none: the bundled procedural textures")
+    scale: Literal[2, 4] = option(4, "upscaling factor; LR inputs are bicubic downsamples of the HR images")
+    patch_size: int = option(128, "HR training patch size in pixels (a multiple of --scale)")
+    batch_size: int = option(16, "patches per step")
+    blur: float = option(0.0, "largest Gaussian blur sigma (HR pixels) applied before downsampling; each patch draws one in [0, blur]")
+    noise: float = option(0.0, "largest std of Gaussian noise added to the LR input (0..1 units); each patch draws one in [0, noise]")
+    val_crop: int = option(192, "HR size of the fixed validation crops (a multiple of --scale)")
+    val_crops: int = option(32, "number of fixed validation crops, taken in turn from the val images")
+    # --- model
+    channels: int = option(64, "feature channels of the residual CNN")
+    blocks: int = option(16, "residual blocks (Forward_Block_01 ...)")
+    # --- optimisation
+    steps: int = option(100000, "training steps")
+    lr: float = option(2e-4, "peak Adam learning rate")
+    min_lr: float = option(1e-6, "learning rate at the end of the cosine phase")
+    warmup_steps: int = option(1000, "linear LR warmup steps (adaptive mode Warmup)")
+    grad_clip: float = option(1.0, "gradient-norm clip: the fixed value, or the start value of adaptive clipping (0: off)")
+    # --- losses (start weights; the adaptive system moves them)
+    weight_l1: float = option(0.6, "start weight of the L1 loss")
+    weight_ms: float = option(0.2, "start weight of the multi-scale L1 loss")
+    weight_gradient: float = option(0.2, "start weight of the Sobel gradient loss")
+    weight_perceptual: float = option(0.1, "start weight of the perceptual loss (used only with --perceptual_weights)")
+    perceptual_weights: Optional[Path] = option(None, "local torchvision-style VGG16/19 state dict (.pth) for the perceptual loss; none: the term is off")
+    # --- adaptive system
+    adaptive: bool = option(True, "rebalance loss weights, boost the LR on plateaus and adapt gradient clipping")
+    rebalance_every: int = option(100, "steps between loss-weight rebalancing")
+    trend_window: int = option(200, "recent steps each loss term's trend is measured over")
+    weight_bound: float = option(2.0, "each weight stays within [start / B, start * B]")
+    plateau_patience: int = option(2000, "steps without a better validation quality before mode Plateau")
+    boost_patience: int = option(4000, "steps without a better validation quality before an LR boost")
+    boost_factor: float = option(2.0, "LR multiplier during a boost")
+    boost_steps: int = option(500, "length of a boost in steps")
+    cooldown_steps: int = option(2000, "steps after a boost before another may fire")
+    # --- schedule of outputs
+    val_every: int = option(500, "validate and write Statistik_{STEP}.json every N steps (and on a validate command)")
+    log_every: int = option(50, "write a train.jsonl line every N steps")
+    ckpt_every: int = option(500, "write ckpts/last.pt every N steps")
+    learn_dir: str = option("Learn", "folder inside the run for the statistics snapshots")
+    # --- machine
+    device: Literal["auto", "cpu", "cuda"] = option("auto", "where to train: auto picks cuda when present")
+    threads: int = option(0, "torch CPU threads (0: torch's default; 1 is as fast as 2 on a 2-core machine)")
+    seed: int = option(0, "random seed (initialisation, patches, degradation)")
+
+    def check(self) -> None:
+        positive = ("patch_size", "batch_size", "val_crop", "val_crops", "channels", "blocks", "steps",
+                    "rebalance_every", "trend_window", "boost_steps", "val_every", "log_every", "ckpt_every")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(None, f"--{name}: must be at least 1, got {getattr(self, name)}")
+        for name in ("patch_size", "val_crop"):
+            if getattr(self, name) % self.scale:
+                raise ConfigError(None, f"--{name}: {getattr(self, name)} is not a multiple of --scale {self.scale}")
+        if self.patch_size // self.scale < 4:
+            raise ConfigError(None, f"--patch_size: {self.patch_size} leaves LR patches under 4 pixels at --scale {self.scale}")
+        non_negative = ("blur", "noise", "min_lr", "warmup_steps", "grad_clip", "weight_l1", "weight_ms",
+                        "weight_gradient", "weight_perceptual", "plateau_patience", "boost_patience",
+                        "cooldown_steps", "threads")
+        for name in non_negative:
+            if getattr(self, name) < 0:
+                raise ConfigError(None, f"--{name}: must not be negative, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ConfigError(None, f"--lr: must be positive, got {self.lr}")
+        if self.weight_l1 + self.weight_ms + self.weight_gradient <= 0:
+            raise ConfigError(None, "--weight_l1, --weight_ms, --weight_gradient: at least one must be positive")
+        if self.weight_bound < 1:
+            raise ConfigError(None, f"--weight_bound: must be at least 1, got {self.weight_bound}")
+        if self.boost_factor < 1:
+            raise ConfigError(None, f"--boost_factor: must be at least 1, got {self.boost_factor}")
+        learn = Path(self.learn_dir)
+        if learn.is_absolute() or ".." in learn.parts or not self.learn_dir.strip():
+            raise ConfigError(None, f"--learn_dir: {self.learn_dir!r} must be a folder inside the run directory")
+
+
+_CPU = Config(
+    scale=2, patch_size=48, batch_size=16, val_crop=96, val_crops=16,
+    channels=32, blocks=4, steps=1500, lr=1e-3, min_lr=2e-5, warmup_steps=100,
+    rebalance_every=50, trend_window=100, plateau_patience=300, boost_patience=600,
+    boost_steps=100, cooldown_steps=400, val_every=250, log_every=25, ckpt_every=250, threads=1,
+)
+
+PRESETS = {
+    # The quality figure on a CPU (bench/sr_quality.py): x2, a small model, a few minutes.
+    "cpu": _CPU,
+    # Seconds: every code path (validation, snapshots, checkpoints) in a handful of steps.
+    "tiny": replace(_CPU, patch_size=16, batch_size=2, val_crop=32, val_crops=2, channels=8, blocks=2, steps=8,
+                    warmup_steps=2, rebalance_every=2, trend_window=4, plateau_patience=4, boost_patience=6,
+                    boost_steps=2, cooldown_steps=2, val_every=4, log_every=2, ckpt_every=4),
+}
+
+
+def run_options(cfg: Config) -> dict[str, Any]:
+    # last.pt is the one resumable checkpoint: the manager keeps every index entry (keep_last=None)
+    # because retention would otherwise unlink the fixed name it has just written.
+    return {
+        "steps": cfg.steps,
+        "snapshot_dir": cfg.learn_dir,
+        "snapshot_pattern": SNAPSHOT_PATTERN,
+        "checkpoint_options": {"folder": CHECKPOINT_DIR, "pattern": LAST_CHECKPOINT, "keep_last": None},
+    }

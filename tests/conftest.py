@@ -1,0 +1,53 @@
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+PYTHON = sys.executable
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def tmp_dir(tmp_path, monkeypatch):
+    """Run the test inside its own empty directory (runs/ and maps/ land here)."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def runforge_cmd(*args):
+    return [PYTHON, "-m", "runforge", *map(str, args)]
+
+
+def run_cli(*args, cwd=None, timeout=120, env=None):
+    """Run the real `runforge` command in a subprocess; returns CompletedProcess with text output."""
+    return subprocess.run(runforge_cmd(*args), cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+def make_unwritable(path: Path) -> None:
+    """Make `path` a folder nothing can be written into, even as root (a link to /sys, where root gets EACCES)."""
+    if os.geteuid() != 0:
+        path.mkdir(parents=True, exist_ok=True)
+        path.chmod(0o555)
+        return
+    if path.exists():
+        path.rmdir()
+    path.symlink_to("/sys")
+
+
+def wait_for(predicate, timeout=30.0, interval=0.05, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def read_json(path):
+    return json.loads(Path(path).read_text(encoding="utf-8"))

@@ -1,0 +1,120 @@
+"""A run directory holds exactly what run-layout.md lists, written by the public API."""
+
+import json
+import re
+
+import runforge
+from runforge.run import read_status
+
+from conftest import read_json
+
+
+def test_run_writes_every_file_of_the_layout(tmp_dir):
+    with runforge.Run(trainer="mytrainer", config={"lr": 1e-3, "layers": [1, 2]}, root="runs", steps=3) as run:
+        for step in range(1, 4):
+            run.log(step, {"loss": 1.0 / step, "losses": {"l1": 0.5 / step}})
+            run.poll(step)
+        run.image(3, "cam3", [[[255, 0, 0]] * 4] * 3)
+        run.snapshot(3, {"total_loss_value": 0.33})
+        run.save_json("maps/step_0003.json", {"blocks": []})
+    assert re.fullmatch(r"[a-z]+-[a-z]+-1_[a-z0-9]{8}", run.dir.name)
+    names = {p.name for p in run.dir.iterdir()}
+    assert {"run.json", "config.json", "train.jsonl", "status.json", "events.log", "tb", "control",
+            "images", "stats", "maps"} <= names
+
+    info = read_json(run.dir / "run.json")
+    assert info["status"] == "finished" and info["trainer"] == "mytrainer" and info["step"] == 3
+    assert info["name"] + "_" + info["id"] == run.dir.name
+    for key in ("created_at", "finished_at", "command", "git_commit", "host", "pid", "versions", "error"):
+        assert key in info
+    assert info["created_at"].endswith("Z") and info["versions"]["runforge"] == runforge.__version__
+
+    config_text = (run.dir / "config.json").read_text()
+    assert config_text == '{\n  "lr": 0.001,\n  "layers": [\n    1,\n    2\n  ]\n}\n'
+
+    lines = runforge.read_metrics(run.dir)
+    assert [line["step"] for line in lines] == [1, 2, 3]
+    assert list(lines[0]) == ["step", "time", "loss", "losses"] and lines[0]["losses"] == {"l1": 0.5}
+    assert all(isinstance(line["time"], float) for line in lines)
+
+    status = read_status(run.dir)
+    for key in ("step_current", "step_max", "epoch_num", "epoch_step_current", "epoch_step_total", "iteration_duration",
+                "eta_total_seconds", "eta_total_formatted", "memory_rss_bytes", "training_active", "training_paused",
+                "validation_running", "last_update_time"):
+        assert key in status
+    assert status["step_current"] == 3 and status["step_max"] == 3 and status["training_active"] is False
+
+    assert [p.name for p in (run.dir / "images").iterdir()] == ["step_0003_cam3.png"]
+    snapshot = read_json(run.dir / "stats" / "stats_3.json")
+    assert snapshot["total_loss_value"] == 0.33 and snapshot["step_current"] == 3
+    assert read_json(run.dir / "maps" / "step_0003.json") == {"blocks": []}
+    events = (run.dir / "events.log").read_text()
+    assert "started" in events and "Statistics saved: stats_3.json" in events and "finished at step 3" in events
+
+
+def test_names_count_runs_in_root_and_out_is_used_as_is(tmp_dir):
+    for expected in (1, 2):
+        with runforge.Run(root="runs") as run:
+            pass
+        assert run.dir.name.split("_")[0].endswith(f"-{expected}")
+    with runforge.Run(out="results/x") as run:
+        pass
+    assert run.dir == tmp_dir / "results" / "x" and (run.dir / "run.json").exists()
+
+
+def test_out_holding_a_run_is_refused_without_resume_or_overwrite(tmp_dir):
+    with runforge.Run(out="r", config={"a": 1}):
+        pass
+    before = (tmp_dir / "r" / "run.json").read_bytes()
+    try:
+        runforge.Run(out="r")
+    except runforge.RunExistsError as exc:
+        assert "--resume" in str(exc) and "--overwrite" in str(exc)
+    else:
+        raise AssertionError("a second run into the same --out was accepted")
+    assert (tmp_dir / "r" / "run.json").read_bytes() == before
+    with runforge.Run(out="r", overwrite=True, config={"a": 2}) as run:
+        pass
+    assert read_json(run.dir / "config.json") == {"a": 2}
+
+
+def test_nonfinite_metrics_become_null_and_are_listed(tmp_dir):
+    with runforge.Run(out="r") as run:
+        run.log(1, {"loss": float("nan"), "parts": {"a": float("inf"), "b": 1.0}})
+    line = json.loads((tmp_dir / "r" / "train.jsonl").read_text())
+    assert line["loss"] is None and line["parts"] == {"a": None, "b": 1.0}
+    assert line["nonfinite"] == ["loss", "parts.a"]
+
+
+def test_reserved_metric_names_and_bad_image_names_are_refused(tmp_dir):
+    with runforge.Run(out="r") as run:
+        for bad in ({"step": 1}, {"time": 2.0}):
+            try:
+                run.log(1, bad)
+            except ValueError:
+                pass
+            else:
+                raise AssertionError(f"{bad} was accepted")
+        try:
+            run.image(1, "../escape", [[0]])
+        except ValueError:
+            pass
+        else:
+            raise AssertionError("an image name with a path was accepted")
+
+
+def test_an_exception_in_the_block_marks_the_run_failed(tmp_dir):
+    try:
+        with runforge.Run(out="r"):
+            raise RuntimeError("diverged")
+    except RuntimeError:
+        pass
+    info = read_json(tmp_dir / "r" / "run.json")
+    assert info["status"] == "failed" and info["error"] == "RuntimeError: diverged"
+
+
+def test_public_surface_is_explicit():
+    public = {name for name in dir(runforge) if not name.startswith("_")} - {"errors", "run", "config"}
+    assert public == set(runforge.__all__) - {"__version__"}
+    for name in ("Run", "export", "list_runs", "read_metrics"):
+        assert name in runforge.__all__
