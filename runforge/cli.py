@@ -63,6 +63,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     show = commands.add_parser("show", help="config, status, last metrics and files of a run")
     show.add_argument("run", metavar="RUN")
     show.add_argument("--json", action="store_true", help="print JSON instead of text")
+    show.add_argument("--step", type=int, help="show the statistics snapshot of this step (default: the latest)")
+    show.add_argument("--plateau", type=int, default=300, metavar="STEPS",
+                      help="warn when the snapshot's adaptive_plateau_counter passes this (default 300)")
     show.set_defaults(handler=cmd_show)
 
     data = commands.add_parser("data", help="make or render datasets")
@@ -155,31 +158,42 @@ def _resume_dir(resume: Any, out: str | None) -> Path | None:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from .run import list_runs
+    from .monitor.catalog import run_rows
 
-    runs = [summary for root in args.roots for summary in list_runs(root)]
+    rows = run_rows(args.roots)
     if args.json:
-        print(json.dumps([r.to_dict() for r in runs], indent=2))
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
         return 0
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=", ".join(args.roots))
-    for column in ("name", "id", "trainer", "status", "step", "ETA", "created", "dir"):
-        table.add_column(column)
-    for r in runs:
-        step = f"{r.step}/{r.step_max}" if r.step_max else str(r.step if r.step is not None else "")
-        table.add_row(r.name, r.id, r.trainer, r.status, step, r.eta or "", r.created_at or "", r.dir)
+    for column in ("name", "trainer", "status", "step/max", "ETA", "best metric", "started"):
+        table.add_column(column, justify="right" if column in ("step/max", "ETA", "best metric") else "left")
+    for r in rows:
+        step = "" if r["step"] is None else f"{r['step']}/{r['step_max']}" if r["step_max"] else str(r["step"])
+        best = "" if r["best"] is None else f"{r['best']:.6g}"
+        started = (r["created_at"] or "").replace("T", " ").replace("Z", "")
+        table.add_row(escape(f"{r['name']}_{r['id']}"), escape(r["trainer"]), r["status"], step,
+                      r["eta"] or "", best, started)
     Console().print(table)
     return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from .run import list_images, list_snapshots, read_config, read_metrics, read_status
+    from .monitor.analysis import plateau_lines
+    from .monitor.snapshots import latest_snapshot, list_snapshots, snapshot_at
+    from .run import list_images, read_config, read_metrics, read_status
     from .run.read import summarize
+    from .run.snapshot_fields import SNAPSHOT_GROUPS
 
     summary = summarize(args.run)
     metrics = read_metrics(args.run)
+    if args.step is not None:
+        snapshot_step, snapshot = args.step, snapshot_at(args.run, args.step)
+    else:
+        snapshot_step, snapshot = latest_snapshot(args.run) or (None, None)
     report = {
         "run": summary.to_dict(),
         "config": read_config(args.run),
@@ -187,25 +201,34 @@ def cmd_show(args: argparse.Namespace) -> int:
         "last_metrics": metrics[-1] if metrics else None,
         "logged_lines": len(metrics),
         "images": len(list_images(args.run)),
-        "snapshots": [p.name for p in list_snapshots(args.run)],
+        "snapshots": [p.name for _, p in list_snapshots(args.run)],
+        "snapshot_step": snapshot_step,
+        "snapshot": snapshot,
         "files": sorted(str(p.relative_to(args.run)) for p in Path(args.run).rglob("*") if p.is_file()),
     }
     if args.json:
-        print(json.dumps(report, indent=2))
+        print(json.dumps(report, indent=2, ensure_ascii=False))
         return 0
     from rich.console import Console
+    from rich.markup import escape
     from rich.pretty import Pretty
 
     console = Console()
-    console.print(f"[bold]{summary.name}_{summary.id}[/bold]  {summary.trainer}  {summary.status}  "
-                  f"step {summary.step}/{summary.step_max}  {summary.dir}")
+    console.print(f"[bold]{escape(summary.name)}_{escape(summary.id)}[/bold]  {escape(summary.trainer)}  "
+                  f"{summary.status}  step {summary.step}/{summary.step_max}  {escape(summary.dir)}")
     for key in ("config", "status", "last_metrics"):
         console.print(f"[bold]{key}[/bold]")
         console.print(Pretty(report[key]))
+    if snapshot is not None:
+        console.print(f"[bold]snapshot at step {snapshot_step}[/bold] ({len(report['snapshots'])} snapshots)")
+        key_fields = SNAPSHOT_GROUPS["quality"] + SNAPSHOT_GROUPS["adaptive"] + ("total_loss_value", "learning_rate_value")
+        console.print(Pretty({k: snapshot[k] for k in key_fields if snapshot.get(k) is not None}))
+        for line in plateau_lines(snapshot, args.plateau):
+            console.print(escape(line))
     console.print(f"[bold]files[/bold] ({len(report['files'])}, {report['images']} images, "
                   f"{len(report['snapshots'])} snapshots, {report['logged_lines']} logged lines)")
     for name in report["files"][:40]:
-        console.print(f"  {name}")
+        console.print(f"  {escape(name)}")
     if len(report["files"]) > 40:
         console.print(f"  ... and {len(report['files']) - 40} more")
     return 0

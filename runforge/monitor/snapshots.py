@@ -8,6 +8,7 @@ the folders the trainers use by default.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -35,16 +36,20 @@ def _recorded(run_dir: Path) -> tuple[str | None, str | None]:
     return (folder if isinstance(folder, str) else None), (pattern if isinstance(pattern, str) else None)
 
 
-def list_snapshots(run_dir: str | os.PathLike[str]) -> list[tuple[int, Path]]:
-    """(step, path) of every snapshot of a run, by step. Only folders inside the run are read."""
+def list_snapshots(run_dir: str | os.PathLike[str], *, inside_run: bool = False) -> list[tuple[int, Path]]:
+    """(step, path) of every snapshot of a run, by step.
+
+    The folder may lie outside the run (seed 002's learn directory); `inside_run`
+    ignores such a folder, as the dashboard must.
+    """
     run_dir = Path(run_dir)
     folder, pattern = _recorded(run_dir)
     folders = (folder,) if folder else DEFAULT_FOLDERS
     regex = _pattern_regex(pattern) if pattern else _ANY_STEP
     for name in folders:
-        directory = run_dir / name
+        directory = run_dir / name  # an absolute folder replaces run_dir here
         try:
-            if not directory.resolve().is_relative_to(run_dir.resolve()):
+            if inside_run and not directory.resolve().is_relative_to(run_dir.resolve()):
                 continue
             entries = list(os.scandir(directory))
         except (FileNotFoundError, NotADirectoryError):
@@ -71,9 +76,9 @@ def load_snapshot(path: str | os.PathLike[str]) -> dict[str, Any]:
     return data
 
 
-def snapshot_at(run_dir: str | os.PathLike[str], step: int) -> dict[str, Any]:
+def snapshot_at(run_dir: str | os.PathLike[str], step: int, *, inside_run: bool = False) -> dict[str, Any]:
     """The snapshot a run wrote at `step`; a one-line error naming the steps it has otherwise."""
-    snapshots = list_snapshots(run_dir)
+    snapshots = list_snapshots(run_dir, inside_run=inside_run)
     for found_step, path in snapshots:
         if found_step == step:
             return load_snapshot(path)
@@ -81,9 +86,9 @@ def snapshot_at(run_dir: str | os.PathLike[str], step: int) -> dict[str, Any]:
     raise BadInputError(run_dir, f"no statistics snapshot at step {step} (latest steps: {have})")
 
 
-def latest_snapshot(run_dir: str | os.PathLike[str]) -> tuple[int, dict[str, Any]] | None:
+def latest_snapshot(run_dir: str | os.PathLike[str], *, inside_run: bool = False) -> tuple[int, dict[str, Any]] | None:
     """The newest readable snapshot of a run."""
-    for step, path in reversed(list_snapshots(run_dir)):
+    for step, path in reversed(list_snapshots(run_dir, inside_run=inside_run)):
         try:
             return step, load_snapshot(path)
         except (BadInputError, RunNotFoundError):
@@ -94,7 +99,7 @@ def latest_snapshot(run_dir: str | os.PathLike[str]) -> tuple[int, dict[str, Any
 def best_metric(snapshot: dict[str, Any] | None, run_dir: str | os.PathLike[str]) -> tuple[str, float] | None:
     """What the runs table shows as "best": `best_quality_ever` of the latest snapshot,
     else the best checkpoint metric the run recorded."""
-    if snapshot is not None and _is_number(snapshot.get("best_quality_ever")):
+    if snapshot is not None and is_number(snapshot.get("best_quality_ever")):
         return "best_quality_ever", float(snapshot["best_quality_ever"])
     best: float | None = None
     for index in Path(run_dir).glob("ckpts/index_rank0.json"):
@@ -102,7 +107,7 @@ def best_metric(snapshot: dict[str, Any] | None, run_dir: str | os.PathLike[str]
             entries = json.loads(index.read_text(encoding="utf-8")).get("checkpoints", [])
         except (OSError, ValueError, AttributeError):
             continue
-        metrics = [e["metric"] for e in entries if isinstance(e, dict) and _is_number(e.get("metric"))]
+        metrics = [e["metric"] for e in entries if isinstance(e, dict) and is_number(e.get("metric"))]
         if metrics:
             best = min(metrics)
     return None if best is None else ("checkpoint metric", best)
@@ -120,5 +125,6 @@ def flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+def is_number(value: Any) -> bool:
+    """A finite int or float (not a bool)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

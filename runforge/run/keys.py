@@ -50,12 +50,11 @@ class KeyReader:
 
     Args:
         paused: tells whether the run is paused now, so `p` becomes `pause` or `resume`.
-        fd: the terminal to read; None means stdin, and only when `keys_wanted()`.
     """
 
-    def __init__(self, paused: Callable[[], bool], *, fd: int | None = None) -> None:
+    def __init__(self, paused: Callable[[], bool]) -> None:
         self._paused = paused
-        self._fd = fd
+        self._fd: int | None = None
         self._pending: list[str] = []
         self._lock = threading.Lock()
         self._saved_mode: list | None = None
@@ -70,15 +69,10 @@ class KeyReader:
         """Begin reading keys; returns False (and does nothing) where keys are not wanted."""
         if self._thread is not None:
             return True
-        if self._fd is None:
-            if not keys_wanted():
-                return False
-            fd = sys.stdin.fileno()
-        else:
-            fd = self._fd
-        if termios is None or not os.isatty(fd):
+        if not keys_wanted():
             return False
         try:
+            fd = sys.stdin.fileno()
             if os.tcgetpgrp(fd) != os.getpgrp():
                 return False  # a background job: touching the terminal would stop the process (SIGTTOU)
             self._saved_mode = termios.tcgetattr(fd)

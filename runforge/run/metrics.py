@@ -1,10 +1,11 @@
 """train.jsonl: one JSON object per line, `{"step": int, "time": float, ...}`.
 
-Lines are encoded in batches by the background writer with a JSON encoder built
-once (json.dumps builds a new one per call, which is most of its cost). Lines
-are written whole with one write per batch; a process killed mid-write leaves
-at most an incomplete last line, which the reader skips. Non-finite numbers are
-written as null and their keys listed under "nonfinite" (JSON has no NaN).
+Lines are encoded by the background writer with orjson (float formatting is most
+of the cost of a metrics line; orjson does it ~2x faster than the json module,
+which is the fallback). Lines are written whole with one write per batch; a
+process killed mid-write leaves at most an incomplete last line, which the reader
+skips. Non-finite numbers are written as null and their keys listed under
+"nonfinite" (JSON has no NaN).
 """
 
 from __future__ import annotations
@@ -12,24 +13,30 @@ from __future__ import annotations
 import json
 import math
 import os
-from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
-from ._atomic import write_with
+from ._atomic import sanitize, write_with
 
 METRICS_FILE = "train.jsonl"
 
-if c_make_encoder is not None:
-    _encode_strict = c_make_encoder(None, None, encode_basestring, None, ": ", ", ", False, False, False)
+_dumps: Callable[[Any], bytes]
+try:
+    import orjson
 
-    def _encode(obj: dict[str, Any]) -> str:
-        return "".join(_encode_strict(obj, 0))
-else:  # pragma: no cover - CPython always has the C encoder
-    _encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False)
+    def _dumps(obj: Any) -> bytes:
+        return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY)
 
-    def _encode(obj: dict[str, Any]) -> str:
-        return _encoder.encode(obj)
+    def _nonfinite_possible(line: bytes) -> bool:
+        return b"null" in line  # orjson writes NaN/inf as null: look closer only then
+except ImportError:  # pragma: no cover - orjson is a dependency; the json module is the fallback
+    _encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=True)
+
+    def _dumps(obj: Any) -> bytes:
+        return _encoder.encode(obj).encode("utf-8")
+
+    def _nonfinite_possible(line: bytes) -> bool:
+        return b"NaN" in line or b"Infinity" in line
 
 
 def _replace_nonfinite(obj: Any, path: str, found: list[str]) -> Any:
@@ -43,19 +50,19 @@ def _replace_nonfinite(obj: Any, path: str, found: list[str]) -> Any:
     return obj
 
 
-def encode_line(record: dict[str, Any]) -> str:
+def encode_line(record: dict[str, Any]) -> bytes:
     """One train.jsonl line (without the newline)."""
     try:
-        return _encode(record)
-    except ValueError:  # NaN or infinity somewhere: rare, so handled off the fast path
+        line = _dumps(record)
+    except TypeError:  # torch scalars, non-string keys: convert through the JSON fallback
+        return encode_line(sanitize(record))
+    if _nonfinite_possible(line):
         found: list[str] = []
         clean = _replace_nonfinite(record, "", found)
-        clean["nonfinite"] = found
-        return _encode(clean)
-    except TypeError:  # numpy/torch scalars: convert through the JSON fallback
-        from ._atomic import sanitize
-
-        return encode_line(sanitize(record))
+        if found:
+            clean["nonfinite"] = found
+            line = _dumps(clean)
+    return line
 
 
 class MetricsFile:
@@ -63,10 +70,10 @@ class MetricsFile:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._file = open(path, "a", encoding="utf-8")
+        self._file = open(path, "ab")
 
-    def write_lines(self, lines: list[str]) -> None:
-        self._file.write("\n".join(lines) + "\n")
+    def write_lines(self, lines: list[bytes]) -> None:
+        self._file.write(b"\n".join(lines) + b"\n")
         self._file.flush()
 
     def close(self) -> None:

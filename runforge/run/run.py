@@ -319,15 +319,11 @@ class Run:
             self._writer.drain_records()  # the writer fell behind: back-pressure instead of unbounded memory
 
     def _flush_records(self, batch: list[tuple[int, float, dict[str, Any]]]) -> None:
-        lines = []
-        events = []
+        lines = [encode_line({"step": step, "time": round(elapsed, 6), **metrics}) for step, elapsed, metrics in batch]
         tb = self._tb
-        for step, elapsed, metrics in batch:
-            record = {"step": step, "time": round(elapsed, 6)}
-            record.update(metrics)
-            lines.append(encode_line(record))
-            if tb is not None:
-                events.append(tb.encode_scalars(self._wall0 + elapsed, step, metrics))
+        if tb is not None:
+            wall0 = self._wall0
+            events = [tb.encode_scalars(wall0 + elapsed, step, metrics) for step, elapsed, metrics in batch]
         with self._writer_lock:
             assert self._metrics is not None
             self._metrics.write_lines(lines)
@@ -358,9 +354,8 @@ class Run:
             write_bytes(path, png, durable=False)
             if self._tb is not None:
                 channels = {"L": 1, "RGB": 3, "RGBA": 4}.get(picture.mode, 3)
-                event = self._tb.encode_image(wall, step, name, png, picture.height, picture.width, channels)
                 with self._writer_lock:
-                    self._tb.write(event)
+                    self._tb.write_image(wall, step, name, png, picture.height, picture.width, channels)
 
         self._writer.submit(f"image {path.relative_to(self.dir)}", False, write)
         return path
@@ -421,6 +416,7 @@ class Run:
         done = threading.Event()
         self._writer.submit("barrier", False, done.set)
         done.wait()
+        self._writer.drain_records()  # metric lines too: a caller may copy train.jsonl next (export)
         if self._fatal is not None:
             self._raise_fatal()
 

@@ -46,9 +46,12 @@ def _field_bytes(number: int, payload: bytes) -> bytes:
     return _varint(number << 3 | 2) + _varint(len(payload)) + payload
 
 
-def _masked_crc(data: bytes) -> int:
-    crc = _crc32c(data)
+def _mask(crc: int) -> int:
     return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def _masked_crc(data: bytes) -> int:
+    return _mask(_crc32c(data))
 
 
 def frame(event: bytes) -> bytes:
@@ -109,10 +112,22 @@ class EventFileWriter:
             return b""
         return frame(_event(wall_time, step, _field_bytes(5, b"".join(values))))
 
-    def encode_image(self, wall_time: float, step: int, tag: str, png: bytes, height: int, width: int, channels: int) -> bytes:
-        image = b"\x08" + _varint(height) + b"\x10" + _varint(width) + b"\x18" + _varint(channels) + _field_bytes(4, png)
-        value = _field_bytes(1, tag.encode("utf-8")) + _field_bytes(4, image)
-        return frame(_event(wall_time, step, _field_bytes(5, _field_bytes(1, value))))
+    def write_image(self, wall_time: float, step: int, tag: str, png: bytes, height: int, width: int,
+                    channels: int) -> None:
+        """Append an image event. The PNG is the last field of every enclosing message, so the
+        record is written as header + PNG without copying the PNG (it can be hundreds of KB)."""
+        image_head = (b"\x08" + _varint(height) + b"\x10" + _varint(width) + b"\x18" + _varint(channels)
+                      + b"\x22" + _varint(len(png)))
+        image_len = len(image_head) + len(png)
+        value_head = _field_bytes(1, tag.encode("utf-8")) + b"\x22" + _varint(image_len)
+        value_len = len(value_head) + image_len
+        summary_head = b"\x0a" + _varint(value_len)
+        summary_len = len(summary_head) + value_len
+        head = (_event(wall_time, step, b"\x2a" + _varint(summary_len)) + summary_head + value_head + image_head)
+        header = _pack_u64(len(head) + len(png))
+        self._file.write(header + _pack_u32(_masked_crc(header)) + head)
+        self._file.write(png)
+        self._file.write(_pack_u32(_mask(_crc32c(png, _crc32c(head)))))
 
     def purge_from(self, step: int) -> None:
         """Tell readers to drop events at or after `step` (a resumed run rewrites them)."""

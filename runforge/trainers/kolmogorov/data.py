@@ -7,6 +7,7 @@ shape (trajectories, time, 2, H, W) and the simulation parameters as attributes.
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -16,7 +17,7 @@ import torch
 from torch import Tensor
 
 from ...errors import BadInputError
-from ...run._atomic import write_json, write_with
+from ...run._atomic import write_json
 from .config import DataConfig
 from .solver import KolmogorovFlow, coarsen
 
@@ -62,15 +63,19 @@ def simulate(cfg: DataConfig, log=print) -> Tensor:
 
 
 def write_split(path: Path, x: np.ndarray, attrs: dict) -> None:
+    """Write to a temporary name beside `path`, then rename: a reader never sees half a file."""
     import h5py
 
-    def write(f) -> None:
-        with h5py.File(f, "w") as h5:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with h5py.File(tmp, "w") as h5:
             h5.create_dataset("x", data=x, dtype=np.float32)
             for key, value in attrs.items():
                 h5.attrs[key] = value
-
-    write_with(path, write)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def generate(cfg: DataConfig, out: Path, overwrite: bool = False, log=print) -> dict[str, Path]:

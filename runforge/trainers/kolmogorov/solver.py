@@ -79,15 +79,6 @@ class KolmogorovFlow:
         n = (self.size, self.size)
         return torch.stack((torch.fft.irfft2(u_hat, s=n), torch.fft.irfft2(v_hat, s=n)), dim=-3)
 
-    def vorticity(self, uv: Tensor) -> Tensor:
-        """(..., 2, X, Y) velocity -> (..., X, Y) vorticity ∂v/∂x − ∂u/∂y (spectral)."""
-        u_hat, v_hat = torch.fft.rfft2(uv[..., 0, :, :]), torch.fft.rfft2(uv[..., 1, :, :])
-        return torch.fft.irfft2(1j * self.kx * v_hat - 1j * self.ky * u_hat, s=(self.size, self.size))
-
-    def divergence(self, uv: Tensor) -> Tensor:
-        u_hat, v_hat = torch.fft.rfft2(uv[..., 0, :, :]), torch.fft.rfft2(uv[..., 1, :, :])
-        return torch.fft.irfft2(1j * self.kx * u_hat + 1j * self.ky * v_hat, s=(self.size, self.size))
-
     def laminar(self) -> Tensor:
         """The steady laminar vorticity ω* (X, Y), stable at low Reynolds number."""
         return torch.fft.irfft2(self.laminar_hat, s=(self.size, self.size))
@@ -146,6 +137,29 @@ class KolmogorovFlow:
             w = self.advance(w, dt)
             states.append(w)
         return torch.stack(states, dim=1)
+
+
+def _wavenumbers(n: int, like: Tensor) -> tuple[Tensor, Tensor]:
+    real = like.real.dtype if like.is_complex() else like.dtype
+    kx = torch.fft.fftfreq(n, 1.0 / n, dtype=real, device=like.device)[:, None]
+    ky = torch.fft.rfftfreq(n, 1.0 / n, dtype=real, device=like.device)[None, :]
+    return kx, ky
+
+
+def vorticity(uv: Tensor) -> Tensor:
+    """(..., 2, N, N) velocity on [0, 2π)² -> (..., N, N) vorticity ∂v/∂x − ∂u/∂y (spectral)."""
+    n = uv.shape[-1]
+    kx, ky = _wavenumbers(n, uv)
+    u_hat, v_hat = torch.fft.rfft2(uv[..., 0, :, :]), torch.fft.rfft2(uv[..., 1, :, :])
+    return torch.fft.irfft2(1j * kx * v_hat - 1j * ky * u_hat, s=(n, n))
+
+
+def divergence(uv: Tensor) -> Tensor:
+    """(..., 2, N, N) velocity -> (..., N, N) divergence ∂u/∂x + ∂v/∂y (spectral)."""
+    n = uv.shape[-1]
+    kx, ky = _wavenumbers(n, uv)
+    u_hat, v_hat = torch.fft.rfft2(uv[..., 0, :, :]), torch.fft.rfft2(uv[..., 1, :, :])
+    return torch.fft.irfft2(1j * kx * u_hat + 1j * ky * v_hat, s=(n, n))
 
 
 def energy(uv: Tensor) -> Tensor:

@@ -115,5 +115,6 @@ def run_options(cfg: Config) -> dict[str, Any]:
         "steps": cfg.steps,
         "snapshot_dir": cfg.learn_dir,
         "snapshot_pattern": SNAPSHOT_PATTERN,
-        "checkpoint_options": {"folder": CHECKPOINT_DIR, "pattern": LAST_CHECKPOINT, "keep_last": None},
+        "checkpoint_options": {"folder": CHECKPOINT_DIR, "pattern": LAST_CHECKPOINT, "keep_last": None,
+                               "mode": "max"},
     }

@@ -125,8 +125,8 @@ def orbit_cameras(world_size: Sequence[float], views: int, resolution: int, *, f
     """`views` cameras on a circle around the world, alternating elevations, all looking at its centre."""
     size = np.asarray(world_size, dtype=np.float64)
     center = size / 2
-    center[1] = size[1] * 0.3  # worlds are bottom-heavy: aim below the middle of the box
-    radius = 0.5 * float(np.linalg.norm(size)) / math.sin(math.radians(fov) / 2) * 0.9
+    center[1] = size[1] * 0.25  # worlds are bottom-heavy: aim below the middle of the box
+    radius = 0.5 * float(np.linalg.norm(size)) / math.sin(math.radians(fov) / 2) * 0.78
     cameras = []
     for i in range(views):
         azimuth = math.radians(azimuth_offset + 360.0 * i / views)

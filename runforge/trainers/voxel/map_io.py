@@ -133,8 +133,7 @@ def parse_map(doc: Any, path: str | os.PathLike[str]) -> VoxelMap:
         extra = {k: v for k, v in block.items() if k not in ("position", "blockType")}
         if extra:
             extras[position] = extra
-    document = {k: v for k, v in doc.items() if k != "blocks"}
-    document["blocks"] = None  # remembers where the blocks key sits
+    document = {k: (None if k == "blocks" else v) for k, v in doc.items()}  # blocks are rebuilt on writing
     return VoxelMap(occupied, material, float(block_size), document, extras)
 
 

@@ -26,7 +26,6 @@ from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .dataset import Camera
 from .map_io import COLORS, PALETTE, VoxelMap
@@ -54,7 +53,7 @@ def hard_volume(vmap: VoxelMap, device: torch.device | str = "cpu") -> torch.Ten
 
 
 def camera_rays(camera: Camera, block_size: float = 1.0, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    """Origins and unit directions (H*W, 3) in voxel units, pixel centres, row 0 at the top."""
+    """Origins (on the near plane) and unit directions (H*W, 3) in voxel units, pixel centres, row 0 at the top."""
     unproject = np.linalg.inv(camera.proj @ camera.view)
     xs = (np.arange(camera.width) + 0.5) / camera.width * 2 - 1
     ys = 1 - (np.arange(camera.height) + 0.5) / camera.height * 2
@@ -67,8 +66,7 @@ def camera_rays(camera: Camera, block_size: float = 1.0, device: torch.device | 
         points.append(world[:, :3] / world[:, 3:4])
     directions = points[1] - points[0]
     directions /= np.linalg.norm(directions, axis=1, keepdims=True)
-    eye = np.linalg.inv(camera.view)[:3, 3]
-    origins = np.broadcast_to(eye, directions.shape) / block_size
+    origins = points[0] / block_size  # on the near plane: right for perspective and orthographic projections
     return (torch.tensor(origins, dtype=torch.float32, device=device),
             torch.tensor(directions, dtype=torch.float32, device=device))
 
@@ -104,8 +102,7 @@ def traverse(origins: torch.Tensor, directions: torch.Tensor, size: Sequence[int
     t_near = t_near.clamp(min=0)
     t_far = t_high.min(dim=1).values
     hit = torch.nonzero(t_far > t_near + 1e-6).squeeze(1)
-    o, d, inv, t_near, t_far, near_axis = o_d = (origins[hit], d[hit], inv[hit], t_near[hit], t_far[hit], near_axis[hit])
-    del o_d
+    o, d, inv, t_near, t_far, near_axis = origins[hit], d[hit], inv[hit], t_near[hit], t_far[hit], near_axis[hit]
 
     crossings, axes = [t_near[:, None]], [near_axis[:, None]]
     for axis, n in enumerate(size):
@@ -116,21 +113,22 @@ def traverse(origins: torch.Tensor, directions: torch.Tensor, size: Sequence[int
     t = torch.minimum(torch.maximum(t, t_near[:, None]), t_far[:, None])
     t, order = torch.sort(t, dim=1)
     axis_sorted = torch.gather(torch.cat(axes, dim=1), 1, order)
-    start, end = t[:, :-1], t[:, 1:]
-    length = end - start
-    keep = length > 1e-5
-    row, col = torch.nonzero(keep, as_tuple=True)
-    mid = (start[row, col] + end[row, col]) * 0.5
-    position = o[row] + mid[:, None] * d[row]
-    ijk = position.floor().long()
-    for axis, n in enumerate(size):
-        ijk[:, axis].clamp_(0, n - 1)
-    cell = (ijk[:, 0] * size[1] + ijk[:, 1]) * size[2] + ijk[:, 2]
+    length = (t[:, 1:] - t[:, :-1]).reshape(-1)
+    flat = torch.nonzero(length > 1e-5).squeeze(1)  # (N,) into the (R', K-1) segments, ray-major
+    row = torch.div(flat, t.shape[1] - 1, rounding_mode="floor")
+    length = length.index_select(0, flat)
+    mid = t[:, :-1].reshape(-1).index_select(0, flat) + 0.5 * length
+    position = o.index_select(0, row) + mid[:, None] * d.index_select(0, row)
+    ijk = position.floor_().long()
+    cell = ijk[:, 0].clamp_(0, size[0] - 1)
+    for axis in (1, 2):
+        cell = cell * size[axis] + ijk[:, axis].clamp_(0, size[axis] - 1)
     if shading:
-        shade = _face_shades(d)[row, axis_sorted[row, col]]
+        face = axis_sorted[:, :-1].reshape(-1).index_select(0, flat)
+        shade = _face_shades(d).reshape(-1).index_select(0, row * 3 + face)
     else:
         shade = torch.ones_like(mid)
-    return Segments(hit[row], cell, length[row, col], shade, len(origins))
+    return Segments(hit.index_select(0, row), cell, length, shade, len(origins))
 
 
 def _segment_starts(ray: torch.Tensor, num_rays: int) -> torch.Tensor:
@@ -147,8 +145,8 @@ def _transmittance(tau: torch.Tensor, ray: torch.Tensor, num_rays: int) -> torch
     return torch.exp(-(before - offset[ray])).float()
 
 
-def composite(volume: torch.Tensor, seg: Segments, background: Sequence[float] = BACKGROUND) -> tuple[torch.Tensor, torch.Tensor]:
-    """Colour (R, 3) over `background` and coverage (R,) of the rays, differentiable w.r.t. `volume` (V, 4)."""
+def composite(volume: torch.Tensor, seg: Segments) -> tuple[torch.Tensor, torch.Tensor]:
+    """Premultiplied colour (R, 3) and coverage (R,) of the rays, differentiable w.r.t. `volume` (V, 4)."""
     with torch.no_grad():
         tau = volume[seg.cell, 0] * seg.length
         visible = _transmittance(tau, seg.ray, seg.num_rays) > EARLY_STOP
@@ -160,38 +158,32 @@ def composite(volume: torch.Tensor, seg: Segments, background: Sequence[float] =
     contribution = (weight * shade)[:, None] * samples[:, 1:]
     rgb = torch.zeros(seg.num_rays, 3, dtype=volume.dtype, device=volume.device).index_add(0, ray, contribution)
     alpha = torch.zeros(seg.num_rays, dtype=volume.dtype, device=volume.device).index_add(0, ray, weight)
-    bg = torch.tensor(background, dtype=volume.dtype, device=volume.device)
-    return rgb + (1 - alpha)[:, None] * bg, alpha
-
-
-def render_rays(volume: torch.Tensor, origins: torch.Tensor, directions: torch.Tensor, size: Sequence[int],
-                background: Sequence[float] = BACKGROUND, shading: bool = True, chunk: int = 1 << 14) -> tuple[torch.Tensor, torch.Tensor]:
-    """Colour (R, 3) and coverage (R,) of rays, in chunks of `chunk` rays to bound memory."""
-    colours, alphas = [], []
-    for begin in range(0, len(origins), chunk):
-        seg = traverse(origins[begin : begin + chunk], directions[begin : begin + chunk], size, shading)
-        rgb, alpha = composite(volume, seg, background)
-        colours.append(rgb)
-        alphas.append(alpha)
-    return torch.cat(colours), torch.cat(alphas)
+    return rgb, alpha
 
 
 def render_view(volume: torch.Tensor, camera: Camera, size: Sequence[int], block_size: float = 1.0,
-                background: Sequence[float] = BACKGROUND, shading: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """The image (H, W, 3) and coverage (H, W) of `volume` seen from `camera`."""
+                shading: bool = True, chunk: int = 1 << 14) -> tuple[torch.Tensor, torch.Tensor]:
+    """Premultiplied image (H, W, 3) and coverage (H, W) of `volume` from `camera`, in chunks of rays."""
     origins, directions = camera_rays(camera, block_size, volume.device)
-    rgb, alpha = render_rays(volume, origins, directions, size, background, shading)
-    return rgb.reshape(camera.height, camera.width, 3), alpha.reshape(camera.height, camera.width)
+    colours, alphas = [], []
+    for begin in range(0, len(origins), chunk):
+        seg = traverse(origins[begin : begin + chunk], directions[begin : begin + chunk], size, shading)
+        rgb, alpha = composite(volume, seg)
+        colours.append(rgb)
+        alphas.append(alpha)
+    return torch.cat(colours).reshape(camera.height, camera.width, 3), torch.cat(alphas).reshape(camera.height, camera.width)
 
 
-def render_map(vmap: VoxelMap, camera: Camera, background: Sequence[float] = BACKGROUND) -> np.ndarray:
-    """A hard render of a map as RGBA uint8 (H, W, 4); alpha is coverage."""
+def over(premultiplied: torch.Tensor, alpha: torch.Tensor, background: Sequence[float] = BACKGROUND) -> torch.Tensor:
+    """Composite a premultiplied render over a solid background."""
+    bg = torch.tensor(background, dtype=premultiplied.dtype, device=premultiplied.device)
+    return premultiplied + (1 - alpha)[..., None] * bg
+
+
+def render_map(vmap: VoxelMap, camera: Camera) -> np.ndarray:
+    """A hard render of a map as straight-alpha RGBA uint8 (H, W, 4); alpha is coverage."""
     with torch.no_grad():
-        rgb, alpha = render_view(hard_volume(vmap), camera, vmap.size, vmap.block_size, background)
-        rgba = torch.cat([rgb, alpha[..., None]], dim=-1).clamp(0, 1)
+        rgb, alpha = render_view(hard_volume(vmap), camera, vmap.size, vmap.block_size)
+        straight = rgb / alpha.clamp(min=1e-6)[..., None]
+        rgba = torch.cat([straight, alpha[..., None]], dim=-1).clamp(0, 1)
     return (rgba.numpy() * 255 + 0.5).astype(np.uint8)
-
-
-def downsample(image: torch.Tensor, width: int, height: int) -> torch.Tensor:
-    """(H, W, C) -> (height, width, C) by area averaging, for comparing renders of different sizes."""
-    return F.interpolate(image.permute(2, 0, 1)[None], size=(height, width), mode="area")[0].permute(1, 2, 0)

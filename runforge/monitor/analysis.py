@@ -1,0 +1,224 @@
+"""Seed 002's analyses as functions: compare runs at a step, CSV export, progress plot, plateau check.
+
+The CLI (`runforge compare|csv|plot|show`) and the dashboard's compare page call these.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from ..errors import BadInputError
+from ..run.metrics import read_metrics
+from ..run.read import read_info
+from ..run.snapshot_fields import SNAPSHOT_FIELDS
+from .snapshots import flatten, is_number, list_snapshots, load_snapshot, snapshot_at
+
+PLATEAU_WARNING_STEPS = 300
+"""Seed 002 warns when `adaptive_plateau_counter` passes this many steps."""
+
+
+def ordered_fields(records: Iterable[dict[str, Any]]) -> list[str]:
+    """Union of the keys, snapshot fields first in their documented order, then first-seen order."""
+    seen: dict[str, None] = {}
+    for record in records:
+        for key in record:
+            seen.setdefault(key, None)
+    known = [f for f in SNAPSHOT_FIELDS if f in seen]
+    return known + [f for f in seen if f not in SNAPSHOT_FIELDS]
+
+
+def _select(fields: list[str], wanted: Sequence[str] | None, where: str) -> list[str]:
+    if not wanted:
+        return fields
+    missing = [w for w in wanted if w not in fields]
+    if missing:
+        raise BadInputError(where, f"no field {', '.join(repr(m) for m in missing)} (fields: {', '.join(fields[:12])}"
+                                   f"{', ...' if len(fields) > 12 else ''})")
+    return list(wanted)
+
+
+def _label(run_dir: Path) -> str:
+    try:
+        info = read_info(run_dir)
+    except Exception:  # noqa: BLE001 - a label must never fail a comparison
+        return run_dir.name
+    return str(info.get("name") or run_dir.name)
+
+
+def common_snapshot_step(run_dirs: Sequence[Path], inside_run: bool = False) -> int | None:
+    """The latest step at which every run wrote a snapshot."""
+    steps: set[int] | None = None
+    for run_dir in run_dirs:
+        these = {step for step, _ in list_snapshots(run_dir, inside_run=inside_run)}
+        steps = these if steps is None else steps & these
+    return max(steps) if steps else None
+
+
+def compare(run_dirs: Sequence[Path], step: int | None = None, fields: Sequence[str] | None = None,
+            inside_run: bool = False) -> dict[str, Any]:
+    """Runs side by side: their snapshots at `step` (default: the latest step all have), or, when
+    they share no snapshot step, the last logged metrics. With two runs, numeric rows get B - A.
+    `inside_run`: read only snapshot folders inside each run (the dashboard)."""
+    if step is None:
+        step = common_snapshot_step(run_dirs, inside_run)
+    if step is not None:
+        records = [flatten(snapshot_at(d, step, inside_run=inside_run)) for d in run_dirs]
+        source = f"snapshots at step {step}"
+    else:
+        records = []
+        for d in run_dirs:
+            metrics = read_metrics(d)
+            merged: dict[str, Any] = {}
+            for line in metrics:
+                merged.update(flatten(line))  # the latest value of every metric, val lines included
+            records.append(merged)
+        source = "last logged metrics (no snapshot step common to all runs)"
+    names = _select(ordered_fields(records), fields, str(run_dirs[0]))
+    rows = []
+    for name in names:
+        values = [r.get(name) for r in records]
+        row: dict[str, Any] = {"field": name, "values": values}
+        if len(values) == 2 and all(is_number(v) for v in values):
+            row["diff"] = values[1] - values[0]
+        rows.append(row)
+    return {"step": step, "source": source, "runs": [_label(d) for d in run_dirs],
+            "dirs": [str(d) for d in run_dirs], "rows": rows}
+
+
+def table_rows(run_dir: Path, source: str) -> list[dict[str, Any]]:
+    """The rows `runforge csv` writes: one per step, nested keys joined with '.'."""
+    if source == "stats":
+        rows = []
+        for step, path in list_snapshots(run_dir):
+            rows.append({"step": step, **flatten(load_snapshot(path))})
+        return rows
+    by_step: dict[int, dict[str, Any]] = {}
+    for line in read_metrics(run_dir):
+        step = line.get("step")
+        if isinstance(step, int):
+            # train and validation lines of one step become one row
+            by_step.setdefault(step, {"step": step}).update(flatten(line))
+    return [by_step[s] for s in sorted(by_step)]
+
+
+def to_csv(rows: list[dict[str, Any]], fields: Sequence[str] | None, where: str) -> str:
+    columns = ordered_fields(rows)
+    if fields:
+        columns = ["step"] + [f for f in _select(columns, fields, where) if f != "step"]
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _csv_value(row.get(k)) for k in columns})
+    return out.getvalue()
+
+
+def _csv_value(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)):
+        return " ".join(str(v) for v in value)
+    return value
+
+
+def series_for(run_dir: Path, metric: str) -> tuple[list[float], list[float], str] | None:
+    """(steps, values, source) of a metric: from train.jsonl, else from the snapshots."""
+    xs, ys = [], []
+    for line in read_metrics(run_dir):
+        value = flatten(line).get(metric)
+        if is_number(value) and isinstance(line.get("step"), int):
+            xs.append(line["step"])
+            ys.append(float(value))
+    if xs:
+        return xs, ys, "metrics"
+    for step, path in list_snapshots(run_dir):
+        value = flatten(load_snapshot(path)).get(metric)
+        if is_number(value):
+            xs.append(step)
+            ys.append(float(value))
+    return (xs, ys, "stats") if xs else None
+
+
+def default_plot_metrics(run_dir: Path, limit: int = 8) -> list[str]:
+    names: dict[str, None] = {}
+    for line in read_metrics(run_dir):
+        for key, value in flatten(line).items():
+            if key not in ("step", "time") and is_number(value):
+                names.setdefault(key, None)
+    if not names:
+        for _, path in list_snapshots(run_dir):
+            for key, value in flatten(load_snapshot(path)).items():
+                if key.startswith("quality_") and is_number(value):
+                    names.setdefault(key, None)
+    return list(names)[:limit]
+
+
+def plot(run_dirs: Sequence[Path], metrics: Sequence[str] | None, out: Path, log_y: bool = False) -> Path:
+    """A PNG with one panel per metric and every run overlaid (seed 002's training_progress.png)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..run._atomic import write_with
+
+    metrics = list(metrics or default_plot_metrics(run_dirs[0]))
+    if not metrics:
+        raise BadInputError(run_dirs[0], "has no logged metrics or snapshots to plot")
+    found: dict[str, list[tuple[str, list[float], list[float]]]] = {m: [] for m in metrics}
+    for run_dir in run_dirs:
+        for metric in metrics:
+            series = series_for(run_dir, metric)
+            if series is not None:
+                found[metric].append((_label(run_dir), series[0], series[1]))
+    empty = [m for m, lines in found.items() if not lines]
+    if empty:
+        raise BadInputError(run_dirs[0], f"no metric {', '.join(repr(m) for m in empty)} in train.jsonl or snapshots")
+    columns = min(2, len(metrics))
+    rows = math.ceil(len(metrics) / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(6 * columns, 4 * rows), squeeze=False)
+    for axis, metric in zip(axes.flat, metrics):
+        for label, xs, ys in found[metric]:
+            axis.plot(xs, ys, linewidth=1.5, label=label)
+        axis.set_title(metric)
+        axis.set_xlabel("step")
+        axis.grid(True, alpha=0.3)
+        if log_y and all(y > 0 for _, _, ys in found[metric] for y in ys):
+            axis.set_yscale("log")
+        if len(run_dirs) > 1:
+            axis.legend(fontsize=8)
+    for axis in list(axes.flat)[len(metrics):]:
+        axis.set_visible(False)
+    figure.tight_layout()
+    write_with(out, lambda f: figure.savefig(f, format="png", dpi=100))
+    plt.close(figure)
+    return out
+
+
+def plateau_lines(snapshot: dict[str, Any], threshold: int = PLATEAU_WARNING_STEPS) -> list[str]:
+    """Seed 002's plateau check on one snapshot."""
+    plateau = snapshot.get("adaptive_plateau_counter")
+    if not is_number(plateau):
+        return ["plateau: this run reports no adaptive_plateau_counter"]
+    if plateau > threshold:
+        lines = [f"⚠️  WARNING: Plateau detected for {plateau} steps!"]
+        boost = snapshot.get("adaptive_lr_boost_available")
+        if boost is None:
+            lines.append("   (the run reports no adaptive_lr_boost_available)")
+        elif boost:
+            lines.append("   LR Boost is available and will trigger soon")
+        else:
+            lines.append("   LR Boost is on cooldown")
+        return lines
+    return [f"✅ Training is progressing (plateau: {plateau} steps)"]
+
+
+def resolve_run(path: str | os.PathLike[str]) -> Path:
+    """A RUN argument: a run directory (read_info raises a one-line error for anything else)."""
+    read_info(path)
+    return Path(path)

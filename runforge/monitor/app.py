@@ -1,0 +1,329 @@
+"""The dashboard: a Starlette app that reads runs from disk and steers them through control/.
+
+    GET  /  /run/{key}  /compare          the page (one HTML file; the script draws each view)
+    GET  /static/{name}                   app.js, style.css, plotly.min.js (from the installed plotly)
+    GET  /api/runs                        the runs table
+    GET  /api/run/{key}                   run.json, config, status, snapshot and image lists, metric names
+    GET  /api/run/{key}/metrics           downsampled series (?names=a,b&points=N&xmin=&xmax=)
+    GET  /api/run/{key}/events            the last lines of events.log
+    GET  /api/run/{key}/file/{path}       a file of the run (?download=1 for an attachment)
+    POST /api/run/{key}/control/{cmd}     pause, resume, validate, save, stop
+    GET  /api/compare                     ?runs=a,b&metric=loss (overlay) or &step=N (snapshot table)
+
+Reads are open on the address the server binds. Control needs the JSON header
+the page sends (a cross-site form cannot), and the token when one is set (always
+when bound to a non-loopback address).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import math
+import os
+from functools import partial
+from pathlib import Path
+from typing import Any, Sequence
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from ..errors import BadInputError, RunforgeError
+from ..run import control
+from ..run.read import list_images
+from ..run.snapshot_fields import SNAPSHOT_GROUPS
+from . import analysis
+from .catalog import Catalog, Refused, RunEntry
+from .snapshots import list_snapshots, load_snapshot
+
+STATIC_DIR = Path(__file__).parent / "static"
+STATIC_FILES = {"app.js": "text/javascript", "style.css": "text/css"}
+MAX_POINTS = 5000
+DEFAULT_POINTS = 1500
+TOKEN_HEADER = "x-runforge-token"
+
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    # Only our own scripts run: run-provided text can never become code, even if it got into the DOM.
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; "
+                               "script-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
+}
+
+
+def _plotly_js() -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec("plotly")
+    if spec is None or spec.origin is None:
+        raise BadInputError(None, "the plotly package is not installed (pip install plotly): the charts need its plotly.min.js")
+    return Path(spec.origin).parent / "package_data" / "plotly.min.js"
+
+
+def _json(data: Any, status: int = 200) -> JSONResponse:
+    return JSONResponse(_finite(data), status_code=status, headers=SECURITY_HEADERS)
+
+
+def _finite(value: Any) -> Any:
+    # JSON has no NaN: a non-finite number in a snapshot or status is shown as null.
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return _json({"error": message}, status)
+
+
+def _float_param(request: Request, name: str) -> float | None:
+    raw = request.query_params.get(name)
+    if raw in (None, ""):
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def create_app(roots: Sequence[str | os.PathLike[str]], *, token: str | None = None,
+               allowed_hosts: Sequence[str] | None = None) -> Starlette:
+    """The dashboard over `roots`. `token`: required for control when set. `allowed_hosts`: the
+    Host header values accepted (against DNS rebinding); None accepts any."""
+    catalog = Catalog(roots)
+    plotly_js = _plotly_js()
+    index_html = (STATIC_DIR / "index.html").read_bytes()
+
+    def entry_of(request: Request) -> RunEntry:
+        try:
+            return catalog.get(request.path_params["key"])
+        except KeyError:
+            raise _NotFound(f"no run {request.path_params['key']!r} under the served roots") from None
+
+    async def page(request: Request) -> Response:
+        return Response(index_html, media_type="text/html; charset=utf-8", headers=SECURITY_HEADERS)
+
+    async def static(request: Request) -> Response:
+        name = request.path_params["name"]
+        if name == "plotly.min.js":
+            return FileResponse(plotly_js, media_type="text/javascript",
+                                headers={**SECURITY_HEADERS, "Cache-Control": "max-age=86400"})
+        if name not in STATIC_FILES:
+            return _error(404, "no such static file")
+        return FileResponse(STATIC_DIR / name, media_type=STATIC_FILES[name], headers=SECURITY_HEADERS)
+
+    async def runs(request: Request) -> Response:
+        rows = await run_in_threadpool(catalog.rows)
+        return _json({"roots": [str(r) for r in catalog.roots], "runs": rows})
+
+    def run_detail(entry: RunEntry) -> dict[str, Any]:
+        info = catalog.info(entry)
+        store = catalog.store(entry)
+        snapshots = [{"step": step, "file": str(path.relative_to(entry.dir))}
+                     for step, path in list_snapshots(entry.dir, inside_run=True)]
+        images: dict[str, list[dict[str, Any]]] = {}
+        for path in list_images(entry.dir):
+            step, _, name = path.stem.removeprefix("step_").partition("_")
+            if step.isdigit():
+                images.setdefault(name, []).append({"step": int(step), "file": f"images/{path.name}"})
+        row = next((r for r in catalog.rows() if r["key"] == entry.key), {})
+        config_path = entry.dir / "config.json"
+        try:
+            config = json.loads(config_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            config = None
+        return {"key": entry.key, "info": info, "summary": row, "config": config,
+                "status": catalog.status(entry), "snapshots": snapshots, "images": images,
+                "metrics": store.names(), "lines": store.lines, "snapshot_groups": SNAPSHOT_GROUPS,
+                "control_needs_token": token is not None}
+
+    async def run_api(request: Request) -> Response:
+        entry = entry_of(request)
+        return _json(await run_in_threadpool(run_detail, entry))
+
+    def metrics_of(entry: RunEntry, names: list[str] | None, points: int, x_min: float | None,
+                   x_max: float | None) -> dict[str, Any]:
+        store = catalog.store(entry)
+        available = store.names()
+        chosen = available if names is None else [n for n in names if n in available]
+        series = {name: store.chart(name, points, x_min, x_max) for name in chosen}
+        return {"names": available, "series": series, "lines": store.lines, "last_step": store.last_step}
+
+    def points_of(request: Request) -> int:
+        try:
+            points = int(request.query_params.get("points", DEFAULT_POINTS))
+        except ValueError:
+            points = DEFAULT_POINTS
+        return max(10, min(MAX_POINTS, points))
+
+    async def metrics(request: Request) -> Response:
+        entry = entry_of(request)
+        raw = request.query_params.get("names")
+        names = [n for n in raw.split(",") if n] if raw else None
+        data = await run_in_threadpool(metrics_of, entry, names, points_of(request),
+                                       _float_param(request, "xmin"), _float_param(request, "xmax"))
+        return _json(data)
+
+    async def events(request: Request) -> Response:
+        entry = entry_of(request)
+        try:
+            tail = max(1, min(2000, int(request.query_params.get("tail", 200))))
+        except ValueError:
+            tail = 200
+        lines = await run_in_threadpool(_tail_lines, entry.dir / "events.log", tail)
+        return _json({"lines": lines})
+
+    async def run_file(request: Request) -> Response:
+        entry = entry_of(request)
+        try:
+            path = catalog.file(entry, request.path_params["path"])
+        except Refused:
+            return _error(403, "refused: files are served only from inside the run")
+        except FileNotFoundError:
+            return _error(404, "no such file in the run")
+        headers = dict(SECURITY_HEADERS)
+        if request.query_params.get("download"):
+            return FileResponse(path, headers=headers, filename=path.name)
+        media = {".json": "application/json", ".png": "image/png", ".jsonl": "application/x-ndjson",
+                 ".log": "text/plain; charset=utf-8", ".txt": "text/plain; charset=utf-8",
+                 ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}.get(path.suffix.lower(), "application/octet-stream")
+        return FileResponse(path, media_type=media, headers=headers)
+
+    async def snapshot(request: Request) -> Response:
+        entry = entry_of(request)
+        try:
+            step = int(request.path_params["step"])
+        except ValueError:
+            return _error(400, "step must be an integer")
+        for found, path in await run_in_threadpool(partial(list_snapshots, entry.dir, inside_run=True)):
+            if found == step:
+                try:
+                    return _json({"step": step, "file": str(path.relative_to(entry.dir)),
+                                  "data": await run_in_threadpool(load_snapshot, path)})
+                except RunforgeError as exc:
+                    return _error(422, str(exc))
+        return _error(404, f"no snapshot at step {step}")
+
+    async def control_command(request: Request) -> Response:
+        command = request.path_params["command"]
+        if command not in control.COMMANDS:
+            return _error(400, f"unknown command {command!r}; choose from {', '.join(control.COMMANDS)}")
+        if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+            return _error(415, "control requests must be JSON (application/json)")
+        origin = request.headers.get("origin")
+        if origin is not None and origin.split("://", 1)[-1] != request.headers.get("host"):
+            return _error(403, "refused: cross-site control request")
+        if token is not None and not hmac.compare_digest(request.headers.get(TOKEN_HEADER, "").encode(),
+                                                         token.encode()):
+            return _error(403, "refused: this dashboard needs its control token (printed when it started)")
+        entry = entry_of(request)
+        info = catalog.info(entry)
+        status = (catalog.status(entry) or {})
+        row = next((r for r in catalog.rows() if r["key"] == entry.key), None)
+        if row is None or row["status"] != "running":
+            return _error(409, f"run {info.get('name')} is {row['status'] if row else 'unknown'}, not running")
+        path = control.send(entry.dir, command)
+        return _json({"sent": command, "file": path.name, "step": status.get("step_current")})
+
+    async def compare(request: Request) -> Response:
+        keys = [k for k in request.query_params.get("runs", "").split(",") if k]
+        if not keys:
+            return _error(400, "give runs=KEY,KEY")
+        try:
+            entries = [catalog.get(k) for k in keys]
+        except KeyError as exc:
+            return _error(404, f"no run {exc.args[0]!r} under the served roots")
+        metric = request.query_params.get("metric")
+        if metric:
+            points = points_of(request)
+
+            def overlay() -> dict[str, Any]:
+                series = {}
+                for entry in entries:
+                    series[entry.key] = catalog.store(entry).chart(metric, points)
+                return {"metric": metric, "series": series}
+
+            return _json(await run_in_threadpool(overlay))
+        step_raw = request.query_params.get("step")
+        try:
+            step = int(step_raw) if step_raw else None
+        except ValueError:
+            return _error(400, "step must be an integer")
+
+        def table() -> dict[str, Any]:
+            dirs = [e.dir for e in entries]
+            steps = sorted(set.intersection(*({s for s, _ in list_snapshots(d, inside_run=True)} for d in dirs)))
+            names = sorted(set().union(*(catalog.store(e).names() for e in entries)))
+            result = analysis.compare(dirs, step, inside_run=True)
+            result.update(common_steps=steps, metrics=names, keys=keys)
+            return result
+
+        try:
+            return _json(await run_in_threadpool(table))
+        except RunforgeError as exc:
+            return _error(404, str(exc))
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        return _error(404, str(exc))
+
+    routes = [
+        Route("/", page),
+        Route("/run/{key}", page),
+        Route("/compare", page),
+        Route("/static/{name}", static),
+        Route("/api/runs", runs),
+        Route("/api/run/{key}", run_api),
+        Route("/api/run/{key}/metrics", metrics),
+        Route("/api/run/{key}/events", events),
+        Route("/api/run/{key}/snapshot/{step}", snapshot),
+        Route("/api/run/{key}/file/{path:path}", run_file),
+        Route("/api/run/{key}/control/{command}", control_command, methods=["POST"]),
+        Route("/api/compare", compare),
+    ]
+    app = Starlette(routes=routes, exception_handlers={_NotFound: not_found})
+    app.state.catalog = catalog
+    return app if allowed_hosts is None else HostGuard(app, allowed_hosts)  # type: ignore[return-value]
+
+
+class _NotFound(Exception):
+    pass
+
+
+class HostGuard:
+    """Refuses requests for any other Host, so a page on a rebinding DNS name cannot reach the API."""
+
+    def __init__(self, app: Starlette, allowed_hosts: Sequence[str]) -> None:
+        self.app = app
+        self.state = app.state
+        self.allowed_hosts = set(allowed_hosts)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            host = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+            if host not in self.allowed_hosts:
+                await _error(400, f"refused: unexpected Host header {host!r}")(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _tail_lines(path: Path, count: int) -> list[str]:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - 256 * count))
+            data = f.read()
+    except FileNotFoundError:
+        return []
+    lines = data.decode("utf-8", "replace").splitlines()
+    if size > 256 * count:
+        lines = lines[1:]  # the first line read may be cut
+    return lines[-count:]

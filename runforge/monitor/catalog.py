@@ -1,0 +1,180 @@
+"""The runs under a dashboard's roots: keys for URLs, table rows, and the only way to a file.
+
+Every file the dashboard serves is reached through `Catalog.file`: a run is
+looked up by its key (never by a path from the request), and the name inside it
+must be plain segments that resolve, symlinks followed, to a file under the
+run's root.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from ..errors import BadInputError, RunNotFoundError
+from ..run.naming import RUN_FILE
+from ..run.read import read_info, read_status, summarize
+from .series import MetricStore
+from .snapshots import best_metric, latest_snapshot
+
+_SEGMENT = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]*$")
+
+
+class Refused(Exception):
+    """A request for a file outside the roots, or a name that is not a plain relative path."""
+
+
+@dataclass(frozen=True)
+class RunEntry:
+    key: str
+    dir: Path
+    root: Path
+
+
+def run_row(entry_dir: Path, snapshot_cache: dict[Path, Any] | None = None) -> dict[str, Any]:
+    """One line of the runs table: name, trainer, status, step/max, ETA, best metric, started."""
+    summary = summarize(entry_dir)
+    latest = _latest_cached(entry_dir, snapshot_cache)
+    best = best_metric(latest[1] if latest else None, entry_dir)
+    row = summary.to_dict()
+    row.update(best_name=best[0] if best else None, best=best[1] if best else None,
+               last_snapshot_step=latest[0] if latest else None)
+    return row
+
+
+def _latest_cached(run_dir: Path, cache: dict[Path, Any] | None) -> tuple[int, dict[str, Any]] | None:
+    """The latest snapshot; with a cache (the dashboard), read again only when a snapshot folder
+    changed, and only from folders inside the run."""
+    if cache is None:
+        return latest_snapshot(run_dir)
+    stamp = tuple(_mtime(run_dir / name) for name in ("stats", "Learn", RUN_FILE, "status.json"))
+    hit = cache.get(run_dir)
+    if hit is not None and hit[0] == stamp:
+        return hit[1]
+    latest = latest_snapshot(run_dir, inside_run=True)
+    cache[run_dir] = (stamp, latest)
+    return latest
+
+
+def _mtime(path: Path) -> int:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return 0
+
+
+def run_rows(roots: Iterable[str | os.PathLike[str]]) -> list[dict[str, Any]]:
+    """Rows of every run under the roots, newest first (what `runforge runs` prints)."""
+    rows = [row for entry in Catalog(roots).entries() for row in _safe_row(entry.dir)]
+    rows.sort(key=lambda r: r.get("created_at") or "", reverse=True)
+    return rows
+
+
+def _safe_row(run_dir: Path, cache: dict[Path, Any] | None = None) -> list[dict[str, Any]]:
+    try:
+        return [run_row(run_dir, cache)]
+    except (RunNotFoundError, BadInputError):
+        return []  # a run being created, or a damaged run.json: not listed
+
+
+class Catalog:
+    """The runs directly under each root (or a root that is itself a run)."""
+
+    def __init__(self, roots: Iterable[str | os.PathLike[str]]) -> None:
+        self.roots: list[Path] = []
+        for root in roots:
+            path = Path(root)
+            if not path.is_dir():
+                raise BadInputError(path, "is not a directory of runs")
+            self.roots.append(path.resolve())
+        self._lock = threading.Lock()
+        self._entries: dict[str, RunEntry] = {}
+        self._stores: dict[Path, MetricStore] = {}
+        self._snapshot_cache: dict[Path, Any] = {}
+
+    def entries(self) -> list[RunEntry]:
+        """Scan the roots again; a run's key is its directory name (made unique across roots)."""
+        found: dict[str, RunEntry] = {}
+        for index, root in enumerate(self.roots):
+            for run_dir in self._runs_in(root):
+                key = run_dir.name
+                if key in found:
+                    key = f"{run_dir.name}~{index}"
+                found[key] = RunEntry(key, run_dir, root)
+        with self._lock:
+            self._entries = found
+        return list(found.values())
+
+    @staticmethod
+    def _runs_in(root: Path) -> list[Path]:
+        if (root / RUN_FILE).is_file():
+            return [root]
+        runs = []
+        try:
+            scanned = list(os.scandir(root))
+        except OSError:
+            return []
+        for entry in scanned:
+            if not entry.is_dir() or not os.path.isfile(os.path.join(entry.path, RUN_FILE)):
+                continue
+            path = Path(entry.path)
+            if entry.is_symlink() and not path.resolve().is_relative_to(root):
+                continue  # a link to a run elsewhere: outside what we were asked to serve
+            runs.append(path)
+        return runs
+
+    def get(self, key: str) -> RunEntry:
+        with self._lock:
+            entry = self._entries.get(key)
+        if entry is None:
+            entry = next((e for e in self.entries() if e.key == key), None)
+        if entry is None:
+            raise KeyError(key)
+        return entry
+
+    def rows(self) -> list[dict[str, Any]]:
+        rows = []
+        for entry in self.entries():
+            for row in _safe_row(entry.dir, self._snapshot_cache):
+                row["key"] = entry.key
+                row["root"] = str(entry.root)
+                rows.append(row)
+        rows.sort(key=lambda r: r.get("created_at") or "", reverse=True)
+        return rows
+
+    def info(self, entry: RunEntry) -> dict[str, Any]:
+        return read_info(entry.dir)
+
+    def status(self, entry: RunEntry) -> dict[str, Any] | None:
+        return read_status(entry.dir)
+
+    def store(self, entry: RunEntry) -> MetricStore:
+        """The run's metric columns, brought up to date with its train.jsonl."""
+        with self._lock:
+            store = self._stores.get(entry.dir)
+            if store is None:
+                store = self._stores[entry.dir] = MetricStore(entry.dir / "train.jsonl")
+        store.refresh()
+        return store
+
+    def file(self, entry: RunEntry, relative: str) -> Path:
+        """A file of the run named by a relative path; `Refused` for anything that leaves the root."""
+        if not relative or "\\" in relative or "\x00" in relative or relative.startswith("/"):
+            raise Refused(relative)
+        segments = relative.split("/")
+        if any(not _SEGMENT.match(s) for s in segments):
+            raise Refused(relative)  # '..', '.', '', '%2e%2e' and other encodings never match
+        path = entry.dir.joinpath(*segments)
+        try:
+            resolved = path.resolve(strict=True)
+        except (OSError, RuntimeError):
+            raise FileNotFoundError(relative) from None
+        if not resolved.is_relative_to(entry.dir.resolve()) or not resolved.is_relative_to(entry.root):
+            raise Refused(relative)  # a symlink that points out of the run
+        if not resolved.is_file():
+            raise FileNotFoundError(relative)
+        return resolved

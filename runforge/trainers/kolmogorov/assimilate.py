@@ -1,0 +1,217 @@
+"""`runforge assimilate RUN --obs coarse|sparse`: score-based data assimilation on held-out trajectories.
+
+For each test trajectory x (L states), observe y = A(x) + noise, sample the posterior
+p(x | y) with the run's score network assembled over the whole trajectory and SDA's
+Gaussian likelihood score, and compare the posterior mean with an interpolation of y.
+
+Writes into OUT (default RUN/assimilation/{obs}_x{factor}_t{first}):
+    figures.json     errors of the posterior mean, the samples and the baseline (per trajectory and mean)
+    vorticity.png    rows: truth, observation (interpolated), posterior samples, posterior mean, baseline
+    posterior.h5     truth, y, samples, mean and baseline arrays
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ...errors import BadInputError
+from ...run._atomic import write_json
+from .data import load_split, pick_device
+from .figures import grid
+from .score import VPSDE, GaussianPosterior, MarkovScore, make_score
+from .solver import coarsen, vorticity
+from .train import STATE_FILE
+
+
+@dataclass
+class Observation:
+    """y = A(x) on trajectories (..., L, 2, N, N), and the interpolation baseline that inverts it."""
+
+    kind: str
+    factor: int
+    every: int
+
+    def __call__(self, x: Tensor) -> Tensor:
+        if self.kind == "coarse":
+            return coarsen(x, self.factor)
+        return x[..., :: self.every, :, :: self.factor, :: self.factor]
+
+    def interpolate(self, y: Tensor, length: int, size: int) -> Tensor:
+        """Periodic bicubic interpolation in space (and linear in time for sparse states): (L, 2, N, N)."""
+        if self.kind == "coarse":
+            return periodic_upsample(y, self.factor, align_corners=False)
+        fields = periodic_upsample(y, self.factor, align_corners=True)  # (L', 2, N, N) at the observed times
+        times = torch.arange(0, length, self.every)[: len(fields)].double()
+        out = torch.empty(length, *fields.shape[1:], dtype=fields.dtype)
+        for i in range(length):
+            j = int(torch.searchsorted(times, torch.tensor(float(i)), right=True)) - 1
+            if j >= len(times) - 1:
+                out[i] = fields[-1]
+            else:
+                frac = (i - times[j]) / (times[j + 1] - times[j])
+                out[i] = (1 - frac) * fields[j] + frac * fields[j + 1]
+        return out
+
+
+def periodic_upsample(y: Tensor, factor: int, align_corners: bool, pad: int = 2) -> Tensor:
+    """Bicubic upsampling by `factor` of periodic fields (..., n, n) -> (..., n * factor, n * factor).
+
+    align_corners=False: y are block means (cell centres of blocks); True: y are point samples at
+    indices 0, factor, 2 factor ... of the fine grid.
+    """
+    lead, n = y.shape[:-2], y.shape[-1]
+    flat = F.pad(y.reshape(-1, 1, n, n), (pad, pad, pad, pad), mode="circular")
+    if align_corners:
+        size = (n + 2 * pad - 1) * factor + 1
+        fine = F.interpolate(flat, size=(size, size), mode="bicubic", align_corners=True)
+    else:
+        fine = F.interpolate(flat, scale_factor=factor, mode="bicubic", align_corners=False)
+    crop = pad * factor
+    fine = fine[..., crop:crop + n * factor, crop:crop + n * factor]
+    return fine.reshape(*lead, n * factor, n * factor)
+
+
+def rmse(a: Tensor, b: Tensor) -> float:
+    return float((a - b).square().mean().sqrt())
+
+
+def load_run(run: Path, device: torch.device) -> tuple[dict, MarkovScore]:
+    config_path, state_path = run / "config.json", run / STATE_FILE
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BadInputError(config_path, "not found: RUN must be a kolmogorov run directory") from None
+    except ValueError as exc:
+        raise BadInputError(config_path, f"is not valid JSON ({exc})") from None
+    if not state_path.is_file():
+        raise BadInputError(state_path, "not found: the run has not finished training (no state.pth yet)")
+    try:
+        score = make_score(config)
+        score.load_state_dict(torch.load(state_path, map_location="cpu", weights_only=True))
+    except KeyError as exc:
+        raise BadInputError(config_path, f"is not a kolmogorov config (missing key {exc})") from None
+    except (RuntimeError, ValueError, EOFError) as exc:
+        raise BadInputError(state_path, f"does not load into the network of config.json ({exc})") from None
+    return config, score.to(device).eval()
+
+
+def posterior_samples(score: MarkovScore, y: Tensor, observe: Callable[[Tensor], Tensor], shape: tuple[int, ...],
+                      args: argparse.Namespace, device: torch.device, progress: Callable[[int], None] | None = None) -> Tensor:
+    """`args.samples` draws of p(x | y) over trajectories of `shape` (L, 2, N, N)."""
+    prior = VPSDE(score, shape)
+    posterior = GaussianPosterior(prior, y.to(device), observe, std=args.noise, gamma=args.gamma)
+    sampler = VPSDE(posterior, shape)
+    return sampler.sample(args.samples, steps=args.steps, corrections=args.corrections, tau=args.tau,
+                          device=device, progress=progress).cpu()
+
+
+def check_args(args: argparse.Namespace, test: Tensor, window: int) -> None:
+    n, t, _, size, _ = test.shape
+    for name in ("factor", "every", "length", "samples", "steps", "trajectories"):
+        if getattr(args, name) < 1:
+            raise BadInputError(None, f"--{name}: must be at least 1, got {getattr(args, name)}")
+    if args.noise <= 0:
+        raise BadInputError(None, f"--noise: must be positive, got {args.noise}")
+    if size % args.factor:
+        raise BadInputError(None, f"--factor: {args.factor} does not divide the grid size {size}")
+    if not 0 <= args.trajectory or args.trajectory + args.trajectories > n:
+        raise BadInputError(None, f"--trajectory/--trajectories: the test set has {n} trajectories")
+    if args.length < window or args.start < 0 or args.start + args.length > t:
+        raise BadInputError(None, f"--start/--length: need {window} <= length and start + length <= {t} states")
+
+
+def run_assimilation(args: argparse.Namespace) -> int:
+    device = pick_device(args.device)
+    if device.type == "cpu":
+        torch.set_num_threads(1)
+    config, score = load_run(args.run, device)
+    data = Path(args.data or config.get("data", ""))
+    test = load_split(data / "test.h5")
+    check_args(args, test, config["window"])
+    observe = Observation(args.obs, args.factor, args.every)
+    out = args.out or args.run / "assimilation" / f"{args.obs}_x{args.factor}_t{args.trajectory}"
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(args.seed)
+
+    size = test.shape[-1]
+    shape = (args.length, 2, size, size)
+    rows, results = [], []
+    arrays: dict[str, list[np.ndarray]] = {k: [] for k in ("truth", "y", "samples", "mean", "baseline")}
+    for index in range(args.trajectory, args.trajectory + args.trajectories):
+        truth = test[index, args.start:args.start + args.length]
+        y = observe(truth)
+        y = y + args.noise * torch.randn_like(y)
+        started = time.perf_counter()
+        samples = posterior_samples(score, y, observe, shape, args, device)
+        seconds = time.perf_counter() - started
+        mean = samples.mean(dim=0)
+        baseline = observe.interpolate(y, args.length, size)
+        result = {
+            "trajectory": index,
+            "rmse_posterior_mean": rmse(mean, truth),
+            "rmse_posterior_samples": float(np.mean([rmse(s, truth) for s in samples])),
+            "rmse_baseline": rmse(baseline, truth),
+            "rms_truth": float(truth.square().mean().sqrt()),
+            "rmse_observation_fit": rmse(observe(mean), y),
+            "seconds": round(seconds, 2),
+        }
+        result["ratio_to_baseline"] = result["rmse_posterior_mean"] / result["rmse_baseline"]
+        results.append(result)
+        print(f"trajectory {index}: posterior-mean RMSE {result['rmse_posterior_mean']:.4f}, "
+              f"interpolation RMSE {result['rmse_baseline']:.4f} (ratio {result['ratio_to_baseline']:.3f}), "
+              f"{seconds:.0f} s", flush=True)
+        for key, value in (("truth", truth), ("y", y), ("samples", samples), ("mean", mean), ("baseline", baseline)):
+            arrays[key].append(value.numpy())
+        if not rows:
+            rows = figure_rows(truth, observe.interpolate(y, args.length, size), samples, mean, baseline)
+
+    summary = {key: float(np.mean([r[key] for r in results]))
+               for key in ("rmse_posterior_mean", "rmse_posterior_samples", "rmse_baseline", "rms_truth")}
+    summary["ratio_to_baseline"] = summary["rmse_posterior_mean"] / summary["rmse_baseline"]
+    report = {
+        "run": str(args.run), "data": str(data), "obs": args.obs, "factor": args.factor,
+        "every": args.every if args.obs == "sparse" else 1, "noise": args.noise, "length": args.length,
+        "start": args.start, "samples": args.samples, "steps": args.steps, "corrections": args.corrections,
+        "tau": args.tau, "gamma": args.gamma, "seed": args.seed,
+        "baseline": "periodic bicubic interpolation in space" + (", linear in time" if args.obs == "sparse" else ""),
+        "error": "RMSE over every state, velocity component and grid point",
+        "mean": summary, "trajectories": results,
+    }
+    picture = grid([r[1] for r in rows], labels=[r[0] for r in rows])
+    picture.save(out / "vorticity.png")
+    write_posterior(out / "posterior.h5", {k: np.stack(v) for k, v in arrays.items()})
+    write_json(out / "figures.json", report)
+    print(f"assimilation ({args.obs}): posterior-mean RMSE {summary['rmse_posterior_mean']:.4f} vs interpolation "
+          f"{summary['rmse_baseline']:.4f} (ratio {summary['ratio_to_baseline']:.3f}) over {len(results)} "
+          f"trajector{'y' if len(results) == 1 else 'ies'}; figures in {out}")
+    return 0
+
+
+def figure_rows(truth: Tensor, observed: Tensor, samples: Tensor, mean: Tensor, baseline: Tensor,
+                columns: int = 8) -> list[tuple[str, np.ndarray]]:
+    """(label, vorticity (columns, N, N)) rows, at up to `columns` evenly spaced states."""
+    pick = torch.linspace(0, len(truth) - 1, min(columns, len(truth))).round().long()
+    rows = [("truth", truth), ("observed", observed)]
+    rows += [(f"sample {i + 1}", s) for i, s in enumerate(samples[:3])]
+    rows += [("mean", mean), ("baseline", baseline)]
+    return [(label, vorticity(x[pick]).numpy()) for label, x in rows]
+
+
+def write_posterior(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    import h5py
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    with h5py.File(tmp, "w") as h5:
+        for key, value in arrays.items():
+            h5.create_dataset(key, data=value.astype(np.float32))
+    tmp.replace(path)

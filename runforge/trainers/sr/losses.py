@@ -1,0 +1,167 @@
+"""Loss terms and quality measures. Images are (B, 3, H, W) floats in [0, 1].
+
+    terms = LossTerms(perceptual=load_vgg_features(path) or None)
+    values = terms(sr, hr)                      # {"l1": t, "ms": t, "gradient": t[, "perceptual": t]}
+    total = sum(weights[k] * v for k, v in values.items())
+
+The perceptual term needs pretrained VGG weights from a local file (nothing is downloaded): a
+torchvision-style VGG16/VGG19 state dict (`features.0.weight`, ...), e.g. `vgg19-dcbb9e9d.pth`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ...errors import BadInputError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def l1_loss(sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+    return (sr - hr).abs().mean()
+
+
+def multiscale_loss(sr: torch.Tensor, hr: torch.Tensor, levels: int = 3) -> torch.Tensor:
+    """L1 over an image pyramid (halved `levels` times); full resolution is the l1 term's job."""
+    losses = []
+    for _ in range(levels):
+        if min(sr.shape[-2:]) < 2:
+            break
+        sr, hr = F.avg_pool2d(sr, 2), F.avg_pool2d(hr, 2)
+        losses.append(l1_loss(sr, hr))
+    return torch.stack(losses).mean() if losses else l1_loss(sr, hr)
+
+
+_SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 4.0
+
+
+def sobel(images: torch.Tensor) -> torch.Tensor:
+    """Horizontal and vertical Sobel responses of each channel: (B, 2*C, H, W), replicate-padded."""
+    c = images.shape[1]
+    kernels = torch.stack([_SOBEL_X, _SOBEL_X.T]).to(images).unsqueeze(1).repeat(c, 1, 1, 1)  # (2C, 1, 3, 3)
+    return F.conv2d(F.pad(images, (1, 1, 1, 1), mode="replicate"), kernels, groups=c)
+
+
+def gradient_loss(sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+    return l1_loss(sobel(sr), sobel(hr))
+
+
+class VGGFeatures(nn.Module):
+    """The conv/ReLU/max-pool stack of a torchvision VGG (no batch norm), rebuilt from its state dict.
+
+    Features are taken after the last ReLU before each of the first `stages` pooling layers
+    (relu1_2, relu2_2, relu3_x ...), the layers SRGAN/ESRGAN-style perceptual losses compare.
+    """
+
+    def __init__(self, state: dict[str, torch.Tensor], stages: int = 3) -> None:
+        super().__init__()
+        indices = sorted({int(k.split(".")[1]) for k in state if k.startswith("features.") and k.endswith(".weight")})
+        self.stages = nn.ModuleList()
+        layers: list[nn.Module] = []
+        for position, index in enumerate(indices):
+            weight = state[f"features.{index}.weight"]
+            conv = nn.Conv2d(weight.shape[1], weight.shape[0], weight.shape[2], padding=weight.shape[2] // 2)
+            conv.weight.data.copy_(weight)
+            conv.bias.data.copy_(state[f"features.{index}.bias"])
+            layers += [conv, nn.ReLU(inplace=False)]
+            following = indices[position + 1] if position + 1 < len(indices) else None
+            # torchvision numbers conv, relu[, pool]: a gap of 3 to the next conv means a pool sits between.
+            if following is None or following - index == 3:
+                self.stages.append(nn.Sequential(*layers))
+                layers = [nn.MaxPool2d(2)]
+                if len(self.stages) == stages:
+                    break
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+        self.requires_grad_(False)
+        self.eval()
+
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        x = (images - self.mean) / self.std
+        features = []
+        for stage in self.stages:
+            x = stage(x)
+            features.append(x)
+        return features
+
+
+def load_vgg_features(path: Path) -> VGGFeatures:
+    """VGG features from a local state dict; a missing or foreign file is a BadInputError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadInputError(path, "no such file (--perceptual_weights: a local VGG16/19 state dict; nothing is downloaded)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a file that is not a checkpoint
+        raise BadInputError(path, f"cannot be loaded as a torch state dict ({type(exc).__name__}: {exc})") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not any(k.startswith("features.") and k.endswith(".weight") for k in state):
+        raise BadInputError(path, "holds no 'features.N.weight' tensors; expected a torchvision-style VGG16/19 state dict")
+    if any("running_mean" in k for k in state):
+        raise BadInputError(path, "is a VGG with batch norm; use the plain VGG16/19 weights")
+    weights = [v for k, v in state.items() if k.startswith("features.") and k.endswith(".weight")]
+    if any(not isinstance(w, torch.Tensor) or w.dim() != 4 for w in weights) or weights[0].shape[1] != 3:
+        raise BadInputError(path, "its 'features' are not a stack of 2D convolutions over RGB")
+    return VGGFeatures(state)
+
+
+def perceptual_loss(features: VGGFeatures, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        target = features(hr)
+    return torch.stack([l1_loss(a, b) for a, b in zip(features(sr), target)]).mean()
+
+
+class LossTerms(nn.Module):
+    """Every enabled loss term, unweighted: the adaptive system owns the weights."""
+
+    def __init__(self, perceptual: VGGFeatures | None = None) -> None:
+        super().__init__()
+        self.perceptual = perceptual
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return ("l1", "ms", "gradient") + (("perceptual",) if self.perceptual is not None else ())
+
+    def forward(self, sr: torch.Tensor, hr: torch.Tensor) -> dict[str, torch.Tensor]:
+        values = {"l1": l1_loss(sr, hr), "ms": multiscale_loss(sr, hr), "gradient": gradient_loss(sr, hr)}
+        if self.perceptual is not None:
+            values["perceptual"] = perceptual_loss(self.perceptual, sr, hr)
+        return values
+
+
+# ---------------------------------------------------------------------- quality
+
+
+def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    x = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
+    g = torch.exp(-x * x / (2 * sigma * sigma))
+    g = g / g.sum()
+    return g[:, None] * g[None, :]
+
+
+def ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """SSIM per image (B,), Gaussian window 11/1.5 (Wang et al. 2004), channels averaged, no padding."""
+    c = x.shape[1]
+    window = _gaussian_window().to(x).expand(c, 1, 11, 11)
+    blur = lambda t: F.conv2d(t, window, groups=c)  # noqa: E731
+    mu_x, mu_y = blur(x), blur(y)
+    var_x = blur(x * x) - mu_x**2
+    var_y = blur(y * y) - mu_y**2
+    cov = blur(x * y) - mu_x * mu_y
+    c1, c2 = 0.01**2, 0.03**2
+    score = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+    return score.mean(dim=(1, 2, 3))
+
+
+def psnr(x: torch.Tensor, y: torch.Tensor, border: int = 0) -> torch.Tensor:
+    """PSNR in dB per image (B,), on RGB in [0, 1], ignoring `border` pixels at each edge (as BasicSR)."""
+    if border:
+        x, y = x[..., border:-border, border:-border], y[..., border:-border, border:-border]
+    mse = ((x - y) ** 2).mean(dim=(1, 2, 3)).clamp_min(1e-10)
+    return -10.0 * torch.log10(mse)

@@ -1,0 +1,67 @@
+"""`runforge data render-views` and `runforge export` (voxel worlds). No torch at import time.
+
+    runforge data render-views --map maps/1/map.json --out datasets/1 [--views 24] [--resolution 128]
+    runforge data render-views --map out_local/sds_training/final_map.json --out eval --cameras datasets/9/cameras.json
+    runforge export --training_dir out_local/sds_training --source_map_id 1 [--registry maps]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+
+def register(commands: Any, data: Any) -> None:
+    render = data.add_parser("render-views", help="render a map.json into a dataset (cameras.json + images/)")
+    render.add_argument("--map", required=True, type=Path, metavar="MAP_JSON", help="the map to render")
+    render.add_argument("--out", required=True, type=Path, metavar="DATASET_DIR", help="dataset folder to write")
+    render.add_argument("--views", type=int, default=24, help="orbit cameras around the world (default: 24)")
+    render.add_argument("--resolution", type=int, default=128, help="image size of orbit cameras (default: 128)")
+    render.add_argument("--cameras", type=Path, metavar="CAMERAS_JSON",
+                        help="render at these cameras instead of an orbit (e.g. another dataset's cameras.json)")
+    render.set_defaults(handler=cmd_render_views)
+
+    export = commands.add_parser("export", help="export a voxel training run's final map to maps/trained_map_{SOURCE}_{X}/")
+    export.add_argument("--training_dir", required=True, type=Path, metavar="DIR", help="the run folder")
+    export.add_argument("--source_map_id", required=True, type=int, metavar="N", help="the map the run started from")
+    export.add_argument("--registry", type=Path, default=Path("maps"), help="registry folder (default: maps)")
+    export.set_defaults(handler=cmd_export)
+
+
+def cmd_render_views(args: argparse.Namespace) -> int:
+    from ...errors import BadInputError
+    from ...run._atomic import write_bytes
+    from .dataset import image_path, orbit_cameras, read_cameras, write_cameras
+    from .map_io import read_map
+
+    if args.views < 1 or args.resolution < 8:
+        raise BadInputError(None, f"--views must be >= 1 and --resolution >= 8, got {args.views} and {args.resolution}")
+    vmap = read_map(args.map)
+    if args.cameras is not None:
+        cameras = read_cameras(args.cameras)
+    else:
+        world = [s * vmap.block_size for s in vmap.size]
+        cameras = orbit_cameras(world, args.views, args.resolution)
+
+    import io
+
+    from PIL import Image
+
+    from .render import render_map
+
+    write_cameras(args.out / "cameras.json", cameras)
+    for camera in cameras:
+        buffer = io.BytesIO()
+        Image.fromarray(render_map(vmap, camera), "RGBA").save(buffer, format="PNG")
+        write_bytes(image_path(args.out, camera.index), buffer.getvalue(), durable=False)
+    print(f"rendered {len(cameras)} views of {args.map} ({vmap.num_blocks} blocks) into {args.out}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_training
+
+    folder = export_training(args.training_dir, args.source_map_id, args.registry)
+    print(f"✅ Exported to: {folder}")
+    return 0

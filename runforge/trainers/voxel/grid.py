@@ -1,0 +1,128 @@
+"""DifferentiableVoxelGrid: occupancy logits [X, Y, Z] and material logits [X, Y, Z, M] as parameters.
+
+    grid = DifferentiableVoxelGrid.initialise("from_map", vmap)
+    volume = grid.volume(temperature)          # (V, 4) density + RGB, differentiable in both tensors
+    rgb, alpha = render_view(volume, camera, grid.size)
+    grid.to_map(vmap)                           # back to blocks (occupancy > 0.5, argmax material != Air)
+
+Material probabilities are softmax(material_logits * occupancy / temperature): the
+seed's modulation, which gives the occupancy a second gradient path through colour
+and keeps an unoccupied voxel's material undecided.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .map_io import AIR, MATERIAL_INDEX, PALETTE, VoxelMap
+from .render import palette_tensor
+
+InitMode = Literal["from_map", "ground_plane", "cube", "empty"]
+OCCUPIED_LOGIT = 6.0
+"""sigmoid(6) = 0.9975: a block passes 0.25% of the light through one voxel length."""
+EMPTY_LOGIT = -8.0
+"""sigmoid(-8) = 3.4e-4: 60 empty voxels along a ray still pass 98% of the light."""
+MATERIAL_LOGIT = 8.0
+
+
+class DifferentiableVoxelGrid(nn.Module):
+    def __init__(self, size: tuple[int, int, int], num_materials: int = len(PALETTE)) -> None:
+        super().__init__()
+        self.size = tuple(int(s) for s in size)
+        self.occupancy_logits = nn.Parameter(torch.full(self.size, EMPTY_LOGIT))
+        self.material_logits = nn.Parameter(torch.zeros(*self.size, num_materials))
+        self.register_buffer("palette", palette_tensor(), persistent=False)
+
+    @classmethod
+    def initialise(cls, mode: InitMode, vmap: VoxelMap) -> "DifferentiableVoxelGrid":
+        """A grid of the map's size: a copy of its blocks, a one-layer grass floor, a stone cube, or nothing."""
+        grid = cls(vmap.size)
+        occupied = np.zeros(vmap.size, bool)
+        material = np.zeros(vmap.size, np.int64)
+        X, Y, Z = vmap.size
+        if mode == "from_map":
+            occupied = vmap.occupied & (vmap.material != AIR)
+            material = vmap.material.astype(np.int64)
+        elif mode == "ground_plane":
+            occupied[:, 0, :] = True
+            material[:, 0, :] = MATERIAL_INDEX["Grass"]
+        elif mode == "cube":
+            side = max(1, min(X, Y, Z) // 2)
+            x0, z0 = (X - side) // 2, (Z - side) // 2
+            occupied[x0 : x0 + side, 0:side, z0 : z0 + side] = True
+            material[occupied] = MATERIAL_INDEX["Stone"]
+        elif mode != "empty":
+            raise ValueError(f"unknown init mode {mode!r}")
+        with torch.no_grad():
+            occ = torch.from_numpy(occupied)
+            grid.occupancy_logits.copy_(torch.where(occ, OCCUPIED_LOGIT, EMPTY_LOGIT))
+            one_hot = F.one_hot(torch.from_numpy(material), len(PALETTE)).float() * MATERIAL_LOGIT
+            grid.material_logits.copy_(one_hot * occ[..., None])
+        return grid
+
+    def occupancy(self) -> torch.Tensor:
+        return torch.sigmoid(self.occupancy_logits)
+
+    def material_probs(self, temperature: float) -> torch.Tensor:
+        """(X, Y, Z, M) softmax of the occupancy-modulated material logits."""
+        modulated = self.material_logits * self.occupancy()[..., None]
+        return torch.softmax(modulated / temperature, dim=-1)
+
+    def volume(self, temperature: float) -> torch.Tensor:
+        """(V, 4): density softplus(logit) = -log(1 - occupancy) per voxel length, and albedo RGB."""
+        density = F.softplus(self.occupancy_logits).reshape(-1, 1)
+        albedo = (self.material_probs(temperature) @ self.palette).reshape(-1, 3)
+        return torch.cat([density, albedo], dim=1)
+
+    @torch.no_grad()
+    def to_map(self, template: VoxelMap, threshold: float = 0.5) -> VoxelMap:
+        """The blocks: occupancy > threshold and an argmax material other than Air (template's document kept)."""
+        material = self.material_logits.argmax(dim=-1).to(torch.int8).cpu().numpy()
+        occupied = (self.occupancy() > threshold).cpu().numpy() & (material != AIR)
+        return VoxelMap(occupied, np.where(occupied, material, AIR).astype(np.int8), template.block_size,
+                        template.document, template.block_extras)
+
+    @torch.no_grad()
+    def stats(self, threshold: float = 0.5) -> dict[str, Any]:
+        """The seed's grid_stats: active voxels, density, occupancy moments, material shares (% of active)."""
+        occupancy = self.occupancy()
+        active = occupancy > threshold
+        count = int(active.sum())
+        total = occupancy.numel()
+        shares: dict[str, float] = {}
+        if count:
+            kinds = torch.bincount(self.material_logits.argmax(dim=-1)[active], minlength=len(PALETTE))
+            for index in torch.argsort(kinds, descending=True).tolist():
+                if kinds[index] > 0:
+                    shares[PALETTE[index]] = round(100.0 * float(kinds[index]) / count, 2)
+        return {
+            "num_active_voxels": count,
+            "total_voxels": total,
+            "density": round(count / total, 6),
+            "occupancy_mean": float(occupancy.mean()),
+            "occupancy_std": float(occupancy.std()),
+            "material_distribution": shares,
+        }
+
+
+def _total_variation(field: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference between neighbours along X, Y and Z (any trailing channels)."""
+    return ((field[1:] - field[:-1]).abs().mean() + (field[:, 1:] - field[:, :-1]).abs().mean()
+            + (field[:, :, 1:] - field[:, :, :-1]).abs().mean()) / 3
+
+
+def regularisers(grid: DifferentiableVoxelGrid, temperature: float) -> dict[str, torch.Tensor]:
+    """Sparsity (mean occupancy), binary entropy of occupancy, smoothness (total variation of occupancy and of
+    material probabilities, which also gives voxels no camera sees their neighbours' material), and support."""
+    logits = grid.occupancy_logits
+    p = torch.sigmoid(logits)
+    # entropy from logits: H = softplus(x) - x * sigmoid(x), finite even where p rounds to 0 or 1
+    entropy = (F.softplus(logits) - logits * p).mean()
+    smooth = _total_variation(p) + _total_variation(grid.material_probs(temperature))
+    support = F.relu(p[:, 1:] - p[:, :-1]).mean()  # Y is up: occupancy above exceeding occupancy below
+    return {"sparsity": p.mean(), "entropy": entropy, "smooth": smooth, "support": support}

@@ -1,0 +1,220 @@
+"""What pulls the render: reference views (photometric) or a text-conditioned diffusion model (SDS).
+
+    photometric = Photometric(dataset_dir, cameras, size, block_size, device)
+    loss = photometric.loss(volume, camera_position, generator, rays=4096)
+
+    sds = load_sds(model_path, prompt, device)           # SD 1.x/2.x or SDXL in diffusers format
+    loss = sds.loss(rgb_image, progress, generator)      # surrogate: d loss / d latents = w(t) (eps_cfg - eps)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ...errors import BadInputError
+from .dataset import Camera, image_path, read_image
+from .render import BACKGROUND, Segments, camera_rays, composite, over, traverse
+
+SEGMENT_CACHE_BYTES = 1 << 30
+"""Per-camera ray segments are kept up to this size: training revisits the same cameras."""
+
+
+def _select_rays(seg: Segments, pixels: torch.Tensor) -> Segments:
+    """The segments of the rays `pixels` (sorted), renumbered 0..len(pixels)-1."""
+    new_id = torch.full((seg.num_rays,), -1, dtype=torch.long, device=seg.ray.device)
+    new_id[pixels] = torch.arange(len(pixels), device=seg.ray.device)
+    mapped = new_id[seg.ray]
+    keep = torch.nonzero(mapped >= 0).squeeze(1)
+    return Segments(mapped[keep], seg.cell[keep], seg.length[keep], seg.shade[keep], len(pixels))
+
+
+class SegmentCache:
+    """Ray segments of the dataset's cameras, computed once (they depend on the camera, not on the grid)."""
+
+    def __init__(self, size: Sequence[int], block_size: float, device: torch.device) -> None:
+        self.size, self.block_size, self.device = tuple(size), block_size, device
+        self._cache: dict[int, Segments] = {}
+        self._bytes = 0
+
+    def get(self, camera: Camera) -> Segments:
+        seg = self._cache.get(camera.index)
+        if seg is None:
+            origins, directions = camera_rays(camera, self.block_size, self.device)
+            seg = traverse(origins, directions, self.size)
+            cost = len(seg.ray) * 28
+            if self._bytes + cost <= SEGMENT_CACHE_BYTES:
+                self._cache[camera.index] = seg
+                self._bytes += cost
+        return seg
+
+    def render(self, volume: torch.Tensor, camera: Camera, background: Sequence[float] = BACKGROUND) -> torch.Tensor:
+        """The full image (H, W, 3) over `background`."""
+        premultiplied, alpha = composite(volume, self.get(camera))
+        return over(premultiplied, alpha, background).reshape(camera.height, camera.width, 3)
+
+
+class Photometric:
+    """Mean squared error between the render and the reference view, on RGB over the background and on coverage."""
+
+    name = "photometric"
+
+    def __init__(self, dataset_dir: Path, cameras: Sequence[Camera], segments: SegmentCache,
+                 background: Sequence[float] = BACKGROUND) -> None:
+        self.segments = segments
+        self.background = torch.tensor(background, device=segments.device)
+        self.targets: list[tuple[torch.Tensor, torch.Tensor | None]] = []
+        for camera in cameras:
+            path = image_path(dataset_dir, camera.index)
+            rgba = torch.from_numpy(read_image(path, camera.width, camera.height)).reshape(-1, 4).to(segments.device)
+            has_alpha = _has_alpha(path)
+            alpha = rgba[:, 3]
+            target_rgb = rgba[:, :3] * alpha[:, None] + (1 - alpha[:, None]) * self.background
+            self.targets.append((target_rgb, alpha if has_alpha else None))
+        self.cameras = list(cameras)
+
+    def loss(self, volume: torch.Tensor, position: int, generator: torch.Generator, rays: int = 0) -> torch.Tensor:
+        camera = self.cameras[position]
+        seg = self.segments.get(camera)
+        target_rgb, target_alpha = self.targets[position]
+        if 0 < rays < seg.num_rays:
+            pixels = torch.randperm(seg.num_rays, generator=generator)[:rays].sort().values.to(volume.device)
+            seg = _select_rays(seg, pixels)
+            target_rgb = target_rgb[pixels]
+            target_alpha = None if target_alpha is None else target_alpha[pixels]
+        premultiplied, alpha = composite(volume, seg)
+        rgb = over(premultiplied, alpha, self.background.tolist())
+        loss = F.mse_loss(rgb, target_rgb)
+        if target_alpha is not None:
+            loss = loss + F.mse_loss(alpha, target_alpha)
+        return loss
+
+
+def _has_alpha(path: Path) -> bool:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
+
+
+@dataclass
+class TextCondition:
+    """Prompt and empty-prompt embeddings (+ SDXL's pooled embeddings and size ids)."""
+
+    cond: torch.Tensor  # (1, T, D)
+    uncond: torch.Tensor  # (1, T, D)
+    pooled: tuple[torch.Tensor, torch.Tensor] | None = None  # SDXL: (1, P) each
+    time_ids: torch.Tensor | None = None  # SDXL: (1, 6)
+
+
+class SDS:
+    """Score Distillation Sampling (DreamFusion) with a diffusers UNet, VAE and DDPM-style scheduler.
+
+    w(t) = 1 - alpha_bar(t) (DreamFusion's weighting); t ~ U[t_min, t_max(progress)], t_max
+    annealing from coarse (large t) to fine; classifier-free guidance with `cfg_scale`; the
+    gradient w(t) (eps_cfg - eps) is clamped to +-grad_clip and applied through the surrogate
+    0.5 * ||latents - sg(latents - grad)||^2, whose gradient w.r.t. the latents is exactly it.
+    """
+
+    name = "sds"
+
+    def __init__(self, unet: Any, vae: Any, scheduler: Any, text: TextCondition, *, cfg_scale: float = 7.5,
+                 t_min: float = 0.02, t_max_start: float = 0.98, t_max_end: float = 0.5, grad_clip: float = 1.0) -> None:
+        self.unet, self.vae, self.scheduler, self.text = unet, vae, scheduler, text
+        for module in (unet, vae):
+            module.requires_grad_(False)
+            module.eval()
+        self.cfg_scale, self.grad_clip = cfg_scale, grad_clip
+        self.t_min, self.t_max_start, self.t_max_end = t_min, t_max_start, t_max_end
+        self.num_timesteps = int(scheduler.config.num_train_timesteps)
+        self.alphas_cumprod = scheduler.alphas_cumprod.to(torch.float32)
+        self.image_size = int(vae.config.sample_size)
+        self.scaling = float(getattr(vae.config, "scaling_factor", 0.18215))
+
+    def timestep_range(self, progress: float) -> tuple[int, int]:
+        t_max = self.t_max_start + (self.t_max_end - self.t_max_start) * progress
+        low = int(self.t_min * self.num_timesteps)
+        return low, max(low + 1, int(t_max * self.num_timesteps))
+
+    def loss(self, rgb: torch.Tensor, progress: float, generator: torch.Generator) -> torch.Tensor:
+        """`rgb` (H, W, 3) in 0..1; `progress` in 0..1 along training."""
+        dtype = next(self.vae.parameters()).dtype
+        device = rgb.device
+        image = rgb.permute(2, 0, 1)[None] * 2 - 1
+        image = F.interpolate(image, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
+        latents = self.vae.encode(image.to(dtype)).latent_dist.mean * self.scaling  # (1, 4, h, w)
+        low, high = self.timestep_range(progress)
+        t = torch.randint(low, high, (1,), generator=generator).to(device)
+        noise = torch.randn(latents.shape, generator=generator).to(device, latents.dtype)
+        with torch.no_grad():
+            noisy = self.scheduler.add_noise(latents.detach(), noise, t)
+            text = self.text
+            extra = {}
+            if text.pooled is not None:
+                extra["added_cond_kwargs"] = {"text_embeds": torch.cat(text.pooled[::-1]).to(device, dtype),
+                                              "time_ids": text.time_ids.repeat(2, 1).to(device, dtype)}
+            eps = self.unet(torch.cat([noisy, noisy]), torch.cat([t, t]),
+                            encoder_hidden_states=torch.cat([text.uncond, text.cond]).to(device, dtype), **extra).sample
+            eps_uncond, eps_cond = eps.chunk(2)
+            eps_cfg = eps_uncond + self.cfg_scale * (eps_cond - eps_uncond)
+            weight = (1 - self.alphas_cumprod.to(device)[t]).view(-1, 1, 1, 1)
+            grad = torch.nan_to_num(weight * (eps_cfg - noise))
+            if self.grad_clip > 0:
+                grad = grad.clamp(-self.grad_clip, self.grad_clip)
+        target = (latents - grad).detach()
+        return 0.5 * F.mse_loss(latents.float(), target.float(), reduction="sum")
+
+
+def _encode_prompt(tokenizer: Any, encoder: Any, prompt: str, device: torch.device, penultimate: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    tokens = tokenizer(prompt, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                       return_tensors="pt").input_ids.to(device)
+    with torch.no_grad():
+        out = encoder(tokens, output_hidden_states=penultimate)
+    hidden = out.hidden_states[-2] if penultimate else out.last_hidden_state
+    pooled = getattr(out, "text_embeds", None)
+    return hidden, pooled
+
+
+def load_sds(model_path: Path, prompt: str, device: torch.device, **options: Any) -> SDS:
+    """Load a diffusers folder (never downloading): UNet, VAE, scheduler, tokenizer(s) and text encoder(s)."""
+    from .config import MODEL_HINT
+
+    model_path = Path(model_path)
+    if not (model_path / "unet").is_dir():
+        raise BadInputError(model_path, f"is not a diffusers model folder (no unet/): {MODEL_HINT}")
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    local = {"local_files_only": True}
+    try:
+        unet = UNet2DConditionModel.from_pretrained(model_path, subfolder="unet", torch_dtype=dtype, **local).to(device)
+        vae = AutoencoderKL.from_pretrained(model_path, subfolder="vae", torch_dtype=dtype, **local).to(device)
+        scheduler = DDPMScheduler.from_pretrained(model_path, subfolder="scheduler", **local)
+        sdxl = (model_path / "text_encoder_2").is_dir()
+        tokenizer = CLIPTokenizer.from_pretrained(model_path, subfolder="tokenizer", **local)
+        encoder = CLIPTextModel.from_pretrained(model_path, subfolder="text_encoder", torch_dtype=dtype, **local).to(device)
+        if not sdxl:
+            cond, _ = _encode_prompt(tokenizer, encoder, prompt, device, False)
+            uncond, _ = _encode_prompt(tokenizer, encoder, "", device, False)
+            text = TextCondition(cond, uncond)
+        else:
+            tokenizer_2 = CLIPTokenizer.from_pretrained(model_path, subfolder="tokenizer_2", **local)
+            encoder_2 = CLIPTextModelWithProjection.from_pretrained(model_path, subfolder="text_encoder_2",
+                                                                    torch_dtype=dtype, **local).to(device)
+            parts = []
+            for p in (prompt, ""):
+                hidden_1, _ = _encode_prompt(tokenizer, encoder, p, device, True)
+                hidden_2, pooled = _encode_prompt(tokenizer_2, encoder_2, p, device, True)
+                parts.append((torch.cat([hidden_1, hidden_2], dim=-1), pooled))
+            size = int(vae.config.sample_size)
+            time_ids = torch.tensor([[size, size, 0, 0, size, size]], dtype=dtype, device=device)
+            text = TextCondition(parts[0][0], parts[1][0], (parts[0][1], parts[1][1]), time_ids)
+    except (OSError, ValueError, json.JSONDecodeError) as exc:
+        raise BadInputError(model_path, f"cannot load the diffusers model ({str(exc).splitlines()[0]})") from None
+    return SDS(unet, vae, scheduler, text, **options)

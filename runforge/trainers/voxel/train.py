@@ -1,0 +1,180 @@
+"""The voxel training loop: `runforge train voxel [--prompt TEXT --model_path DIR | --guidance photometric]`.
+
+    runforge train voxel --steps 100 --image_every 5 --save_map_every 25          # fit datasets/1's views
+    runforge train voxel --prompt "a medieval stone castle" --model_path models/sd21
+    runforge train voxel --out out_local/sds_training --resume                     # continue a stopped run
+    runforge export --training_dir out_local/sds_training --source_map_id 1       # export by hand
+
+Each step: pick a dataset camera, build the volume from the grid (temperature
+annealed 2.0 -> 0.5), render, take the guidance loss plus the regularisers, and
+take one Adam step on both logit tensors. Outputs (spec/voxel.md, seed 000):
+images/step_{STEP:04d}_cam{IDX}.png, maps/step_{STEP:04d}.json with a checkpoint
+beside it in ckpts/, train.jsonl, final_map.json == map_optimized.json, and an
+export to maps/trained_map_{SOURCE}_{X}/.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+
+from ...run import Run
+from .config import Config
+from .export import COPY_MAP, FINAL_MAP, export_training
+from .dataset import SAMPLE_DIR, Camera, read_dataset, resolve_dataset, resolve_map
+from .grid import DifferentiableVoxelGrid, regularisers
+from .guidance import SDS, Photometric, SegmentCache, load_sds
+from .map_io import read_map
+
+
+def pick_device(choice: str) -> torch.device:
+    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def scheduled(step: int, every: int, last: int) -> bool:
+    return step == 1 or step % every == 0 or step == last
+
+
+def image_steps(cfg: Config) -> list[int]:
+    return [s for s in range(1, cfg.steps + 1) if scheduled(s, cfg.image_every, cfg.steps)]
+
+
+def map_steps(cfg: Config) -> list[int]:
+    return [s for s in range(1, cfg.steps + 1) if s % cfg.save_map_every == 0 or s == cfg.steps]
+
+
+def plan(cfg: Config, blocks: int, width: int, height: int) -> str:
+    """The seed's disk table: what this run will write, with rough sizes (PNG ~0.6 byte/pixel, ~100 bytes/block)."""
+    images, maps = len(image_steps(cfg)), len(map_steps(cfg))
+    image_kb = width * height * 0.6 / 1024
+    map_kb = max(blocks, 1) * 100 / 1024
+    log_kb = (cfg.steps // cfg.log_every + 2) * 0.6
+    rows = [("Images", images, image_kb), ("Checkpoint maps", maps, map_kb), ("Final maps", 2, map_kb),
+            ("Training log", 1, log_kb)]
+    total = sum(count * size for _, count, size in rows)
+    lines = [f"{'Item':<18}{'Count':>7}{'Size each':>12}{'Total':>12}"]
+    lines += [f"{name:<18}{count:>7}{_kb(size):>12}{_kb(count * size):>12}" for name, count, size in rows]
+    lines.append(f"{'TOTAL':<18}{'':>7}{'':>12}{_kb(total):>12}  (+ checkpoints in ckpts/, keep_last={cfg.keep_last})")
+    return "\n".join(lines)
+
+
+def _kb(kb: float) -> str:
+    return f"~{kb / 1024:.1f}MB" if kb >= 1024 else f"~{kb:.0f}KB"
+
+
+def map_metadata(cfg: Config, run: Run, step: int) -> dict[str, Any]:
+    return {"prompt": cfg.prompt, "step": step, "total_steps": cfg.steps, "cfg_scale": cfg.cfg_scale,
+            "source_map_id": cfg.source_map_id, "guidance": cfg.resolved_guidance, "run_id": run.id}
+
+
+def training_state(step: int, grid: DifferentiableVoxelGrid, optimizer: torch.optim.Optimizer,
+                   generator: torch.Generator) -> dict[str, Any]:
+    """Everything --resume needs, copied to the CPU so later steps cannot change it."""
+    return {"step": step,
+            "grid": {k: v.detach().cpu().clone() for k, v in grid.state_dict().items()},
+            "optimizer": copy.deepcopy(optimizer.state_dict()),
+            "generator": generator.get_state().clone()}
+
+
+def summary(run: Run, blocks: int, stats: dict[str, Any]) -> str:
+    images = len(list((run.dir / "images").glob("*.png")))
+    maps = len(list((run.dir / "maps").glob("step_*.json")))
+    lines = ["", "Training complete!", "", "Output:",
+             f"  Final map: {run.dir / FINAL_MAP} ({blocks} blocks)",
+             f"  Logs: {run.dir / 'train.jsonl'}",
+             f"  Images: {run.dir / 'images'} ({images} images)",
+             f"  Intermediate maps: {run.dir / 'maps'} ({maps} checkpoints)",
+             "", "Final grid stats:",
+             f"  Active voxels: {stats['num_active_voxels']}/{stats['total_voxels']}",
+             f"  Density: {100 * stats['density']:.2f}%",
+             "  Material distribution:"]
+    lines += [f"    {name}: {share:.1f}%" for name, share in stats["material_distribution"].items()]
+    return "\n".join(lines)
+
+
+def train(cfg: Config, run: Run) -> None:
+    device = pick_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    generator = torch.Generator().manual_seed(cfg.seed)
+
+    # ---- the world and the views
+    map_path, bundled_map = resolve_map(cfg.source_map_id)
+    dataset_dir, bundled_data = resolve_dataset(cfg.dataset_id)
+    if bundled_map or bundled_data:
+        run.event(f"maps/1 or datasets/1 not found here: using the bundled sample ({SAMPLE_DIR})", console=True)
+    source = read_map(map_path)
+    dataset = read_dataset(dataset_dir)
+    cameras: list[Camera] = [c.resized(cfg.resolution, cfg.resolution) if cfg.resolution else c for c in dataset.cameras]
+    grid = DifferentiableVoxelGrid.initialise(cfg.init_mode, source).to(device)
+    optimizer = torch.optim.Adam(grid.parameters(), lr=cfg.lr)
+    segments = SegmentCache(grid.size, source.block_size, device)
+    guidance: Photometric | SDS
+    if cfg.resolved_guidance == "photometric":
+        guidance = Photometric(dataset_dir, cameras, segments)
+    else:
+        assert cfg.model_path is not None  # Config.check
+        guidance = load_sds(cfg.model_path, cfg.prompt, device, cfg_scale=cfg.cfg_scale, t_min=cfg.t_min,
+                            t_max_start=cfg.t_max_start, t_max_end=cfg.t_max_end, grad_clip=cfg.grad_clip)
+
+    if run.resume_checkpoint is not None:
+        state = torch.load(run.resume_checkpoint.path, map_location=device, weights_only=True)
+        grid.load_state_dict(state["grid"])
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+    else:
+        run.event(f"source map {map_path} ({source.num_blocks} blocks, grid {'x'.join(map(str, grid.size))}), "
+                  f"{len(cameras)} cameras from {dataset_dir}, guidance {guidance.name}", console=True)
+        print(plan(cfg, source.num_blocks, cameras[0].width, cameras[0].height), flush=True)
+
+    step = run.start_step
+    stopped = False
+    for step in range(run.start_step + 1, cfg.steps + 1):
+        progress = (step - 1) / max(cfg.steps - 1, 1)
+        temperature = cfg.temp_start + (cfg.temp_end - cfg.temp_start) * progress
+        position = int(torch.randint(len(cameras), (1,), generator=generator))
+        camera = cameras[position]
+
+        volume = grid.volume(temperature)
+        if isinstance(guidance, Photometric):
+            guidance_loss = guidance.loss(volume, position, generator, cfg.rays_per_step)
+        else:
+            guidance_loss = guidance.loss(segments.render(volume, camera), progress, generator)
+        reg = regularisers(grid, temperature)
+        total = (guidance_loss + cfg.lambda_sparsity * reg["sparsity"] + cfg.lambda_entropy * reg["entropy"]
+                 + cfg.lambda_smooth * reg["smooth"] + cfg.lambda_support * reg["support"])
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+
+        if scheduled(step, cfg.log_every, cfg.steps):
+            losses = {"total": total.item(), guidance.name: guidance_loss.item(), **{k: v.item() for k, v in reg.items()}}
+            run.log(step, {"temperature": temperature, "camera_index": camera.index, "losses": losses,
+                           "grid_stats": grid.stats(cfg.threshold)})
+        if scheduled(step, cfg.image_every, cfg.steps):
+            with torch.no_grad():
+                run.image(step, f"cam{camera.index}", segments.render(grid.volume(temperature), camera).cpu())
+        ctl = run.poll(step)
+        if step % cfg.save_map_every == 0 or step == cfg.steps or ctl.save or ctl.stop:
+            document = grid.to_map(source, cfg.threshold).to_document(map_metadata(cfg, run, step))
+            run.save_json(f"maps/step_{step:04d}.json", document)
+            run.checkpoint(step, training_state(step, grid, optimizer, generator), torch.save)
+        if ctl.stop:
+            stopped = True
+            break
+
+    if stopped or step < cfg.steps:
+        return
+    final = grid.to_map(source, cfg.threshold)
+    document = final.to_document(map_metadata(cfg, run, cfg.steps))
+    run.save_json(FINAL_MAP, document)
+    run.save_json(COPY_MAP, document)
+    run.wait()
+    print(summary(run, final.num_blocks, grid.stats(cfg.threshold)), flush=True)
+    if cfg.export:
+        print("\nExporting to maps/ directory...", flush=True)
+        folder = export_training(run.dir, cfg.source_map_id, cfg.registry)
+        run.event(f"✅ Exported to: {folder}", console=True)

@@ -1,0 +1,115 @@
+"""Shared by the monitor tests: real dashboard and trainer processes, and small runs made with the run layer."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import runforge
+
+PYTHON = sys.executable
+QUIET_ENV = {"RUNFORGE_NO_KEYS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def make_run(root: Path, dirname: str, *, name: str | None = None, steps: int = 20,
+             snapshots: dict[int, dict[str, Any]] | None = None, loss=lambda step: 1.0 / step) -> Path:
+    """A finished run with `loss` (and `losses.l1`) every step, and the given snapshots."""
+    with runforge.Run(trainer="unit", config={"steps": steps}, out=root / dirname, name=name, steps=steps,
+                      tensorboard=False, progress=False, handle_signals=False) as run:
+        for step in range(1, steps + 1):
+            run.log(step, {"loss": loss(step), "losses": {"l1": loss(step) / 2}})
+        for step, stats in (snapshots or {}).items():
+            run.snapshot(step, stats)
+    return root / dirname
+
+
+class Server:
+    """`runforge serve` in its own process, on a port it picks itself."""
+
+    def __init__(self, *args: str, cwd: Path | None = None) -> None:
+        self.proc = subprocess.Popen([PYTHON, "-m", "runforge", "serve", "--port", "0", *args], cwd=cwd,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     env={**os.environ, **QUIET_ENV})
+        first = self.proc.stdout.readline()
+        match = re.search(r"http://([^/]+):(\d+)/", first)
+        if not match:
+            self.stop()
+            raise AssertionError(f"serve did not start: {first!r} {self.proc.stderr.read()}")
+        self.port = int(match.group(2))
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.token = None
+        if "--host" in args and args[args.index("--host") + 1] not in ("127.0.0.1", "localhost"):
+            token_line = self.proc.stdout.readline()
+            self.token = re.search(r"control token: (\S+)", token_line).group(1)
+
+    def request(self, method: str, path: str, headers: dict[str, str] | None = None,
+                body: bytes | None = None) -> tuple[int, bytes, dict[str, str]]:
+        """One raw HTTP request: the path is sent exactly as given (no client-side normalising)."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+            all_headers = {"Host": f"127.0.0.1:{self.port}", **(headers or {})}
+            if body is not None:
+                all_headers["Content-Length"] = str(len(body))
+            for key, value in all_headers.items():
+                conn.putheader(key, value)
+            conn.endheaders(body)
+            response = conn.getresponse()
+            return response.status, response.read(), {k.lower(): v for k, v in response.getheaders()}
+        finally:
+            conn.close()
+
+    def get_json(self, path: str) -> Any:
+        status, body, _ = self.request("GET", path)
+        assert status == 200, (path, status, body[:300])
+        return json.loads(body)
+
+    def control(self, key: str, command: str, token: str | None = None) -> tuple[int, Any]:
+        headers = {"Content-Type": "application/json"}
+        if token:
+            headers["X-Runforge-Token"] = token
+        status, body, _ = self.request("POST", f"/api/run/{key}/control/{command}", headers, b"{}")
+        return status, json.loads(body)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for stream in (self.proc.stdout, self.proc.stderr):
+            stream.close()
+
+
+def start_toy(out: Path, *flags: str) -> subprocess.Popen:
+    """`runforge train toy --preset live` (3000 steps, 20 ms each) writing to `out`."""
+    return subprocess.Popen([PYTHON, "-m", "runforge", "train", "toy", "--preset", "live", "--out", str(out),
+                             "--progress", "lines", "--no_tensorboard", *flags],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+                            env={**os.environ, **QUIET_ENV})
+
+
+def wait_for(predicate, timeout: float = 20.0, interval: float = 0.05, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def read_status(run_dir: Path) -> dict[str, Any]:
+    try:
+        return json.loads((run_dir / "status.json").read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        return {}

@@ -1,0 +1,145 @@
+"""The dashboard's HTTP API on a real uvicorn server: runs table, series, files, and what it refuses."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from monitor_helpers import Server, make_run
+
+SECRET = b"top secret, outside the root"
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    base = tmp_path_factory.mktemp("served")
+    (base / "secret.txt").write_bytes(SECRET)
+    root = base / "runs"
+    old = make_run(root, "old-run", steps=10, snapshots={10: {"best_quality_ever": 0.25}})
+    new = make_run(root, "new-run", name="<b>bold</b>", steps=50,
+                   loss=lambda step: 100.0 if step == 37 else 1.0 / step)
+    for run_dir, created in ((old, "2026-01-01T00:00:00Z"), (new, "2026-02-01T00:00:00Z")):
+        info = json.loads((run_dir / "run.json").read_text())
+        info["created_at"] = created
+        (run_dir / "run.json").write_text(json.dumps(info))
+    (new / "images").mkdir(exist_ok=True)
+    (new / "images" / "step_0001_link.png").symlink_to(base / "secret.txt")
+    (root / "linked-run").symlink_to(old)  # a second name for a run inside the root: still served
+    (root / "outside-link").symlink_to(make_run(base, "elsewhere", steps=3))
+    server = Server(str(root))
+    yield server, base, root
+    server.stop()
+
+
+def test_runs_table_lists_runs_newest_first_with_their_columns(served):
+    server, _, _ = served
+    runs = server.get_json("/api/runs")["runs"]
+    assert [r["key"] for r in runs][:1] == ["new-run"] and "outside-link" not in {r["key"] for r in runs}
+    by_key = {r["key"]: r for r in runs}
+    assert by_key["new-run"]["name"] == "<b>bold</b>"  # JSON carries the text as is; the page shows it as text
+    old = by_key["old-run"]
+    assert (old["trainer"], old["status"], old["step"], old["step_max"]) == ("unit", "finished", 10, 10)
+    assert (old["best_name"], old["best"]) == ("best_quality_ever", 0.25)
+
+
+def test_series_are_downsampled_on_the_server_and_keep_spikes(served):
+    server, _, _ = served
+    data = server.get_json("/api/run/new-run/metrics?points=10")
+    assert data["names"] == ["loss", "losses.l1"]
+    loss = data["series"]["loss"]
+    assert loss["points"] == 50 and len(loss["x"]) <= 12
+    assert 100.0 in loss["y"] and loss["x"][loss["y"].index(100.0)] == 37
+    assert loss["x"][0] == 1 and loss["x"][-1] == 50
+    zoomed = server.get_json("/api/run/new-run/metrics?points=10&names=loss&xmin=40&xmax=44")
+    assert zoomed["series"]["loss"]["x"] == [40, 41, 42, 43, 44] and list(zoomed["series"]) == ["loss"]
+
+
+def test_snapshot_view_and_download(served):
+    server, _, root = served
+    shown = server.get_json("/api/run/old-run/snapshot/10")
+    assert shown["file"] == "stats/stats_10.json" and shown["data"]["best_quality_ever"] == 0.25
+    status, body, headers = server.request("GET", "/api/run/old-run/file/stats/stats_10.json?download=1")
+    assert status == 200 and body == (root / "old-run" / "stats" / "stats_10.json").read_bytes()
+    assert headers["content-disposition"].startswith("attachment") and "stats_10.json" in headers["content-disposition"]
+    assert server.request("GET", "/api/run/old-run/snapshot/11")[0] == 404
+
+
+@pytest.mark.parametrize("path, expected", [
+    ("/api/run/new-run/file/../../secret.txt", 403),
+    ("/api/run/new-run/file/..%2f..%2fsecret.txt", 403),
+    ("/api/run/new-run/file/%2e%2e/%2e%2e/secret.txt", 403),
+    ("/api/run/new-run/file/%252e%252e/%252e%252e/secret.txt", 403),
+    ("/api/run/new-run/file/..%5c..%5csecret.txt", 403),
+    ("/api/run/new-run/file//etc/passwd", 403),
+    ("/api/run/new-run/file/%2fetc%2fpasswd", 403),
+    ("/api/run/new-run/file/images/step_0001_link.png", 403),  # a symlink out of the root
+    ("/api/run/..%2f..%2fsecret.txt/file/x", 404),
+    ("/api/run/%2e%2e/file/secret.txt", 404),
+    ("/api/run/outside-link/file/config.json", 404),  # a linked run outside the root is not served
+    ("/static/..%2f..%2fcli.py", 404),
+    ("/static/../../../secret.txt", 404),
+])
+def test_paths_that_leave_the_root_are_refused(served, path, expected):
+    server, _, _ = served
+    status, body, _ = server.request("GET", path)
+    assert status == expected, (path, status, body[:200])
+    assert SECRET not in body and b"root:" not in body and b"elsewhere" not in body
+
+
+def test_a_file_inside_the_run_is_served(served):
+    server, _, root = served
+    status, body, _ = server.request("GET", "/api/run/new-run/file/config.json")
+    assert status == 200 and json.loads(body) == {"steps": 50}
+    status, body, _ = server.request("GET", "/api/run/linked-run/file/config.json")
+    assert status == 200 and json.loads(body) == {"steps": 10}
+
+
+def test_pages_carry_no_run_text_and_forbid_inline_scripts(served):
+    server, _, _ = served
+    status, body, headers = server.request("GET", "/run/new-run")
+    assert status == 200 and b"<b>bold</b>" not in body
+    assert "script-src 'self'" in headers["content-security-policy"] and headers["x-content-type-options"] == "nosniff"
+    status, body, headers = server.request("GET", "/static/plotly.min.js")
+    assert status == 200 and len(body) > 1_000_000 and headers["content-type"].startswith("text/javascript")
+
+
+def test_requests_for_another_host_are_refused_on_loopback(served):
+    server, _, _ = served
+    status, _, _ = server.request("GET", "/api/runs", {"Host": f"evil.example:{server.port}"})
+    assert status == 400
+
+
+def test_control_refuses_forms_cross_site_and_finished_runs(served):
+    server, _, root = served
+    status, _, _ = server.request("POST", "/api/run/old-run/control/stop",
+                                  {"Content-Type": "application/x-www-form-urlencoded"}, b"")
+    assert status == 415
+    status, _, _ = server.request("POST", "/api/run/old-run/control/stop",
+                                  {"Content-Type": "application/json", "Origin": "http://evil.example"}, b"{}")
+    assert status == 403
+    status, body = server.control("old-run", "stop")
+    assert status == 409 and "finished" in body["error"]
+    assert server.control("old-run", "explode")[0] == 400
+    assert not list((root / "old-run" / "control").glob("*.cmd"))
+
+
+def test_control_needs_the_token_when_bound_beyond_loopback(tmp_path):
+    run_dir = make_run(tmp_path / "runs", "r", steps=5)
+    info = json.loads((run_dir / "run.json").read_text())
+    info["status"] = "running"  # this process stands in for the trainer: its pid is alive
+    info["pid"], info["pid_start"] = os.getpid(), None
+    (run_dir / "run.json").write_text(json.dumps(info))
+    server = Server(str(tmp_path / "runs"), "--host", "0.0.0.0")
+    try:
+        assert server.token and len(server.token) >= 20
+        assert server.control("r", "pause")[0] == 403
+        assert server.control("r", "pause", token="wrong" + server.token)[0] == 403
+        assert not list((run_dir / "control").glob("*.cmd"))
+        status, body = server.control("r", "pause", token=server.token)
+        assert status == 200 and body["sent"] == "pause"
+        assert [p.name.split("-")[-1] for p in (run_dir / "control").glob("*.cmd")] == ["pause.cmd"]
+    finally:
+        server.stop()
