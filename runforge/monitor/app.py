@@ -17,13 +17,15 @@ when bound to a non-loopback address).
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import math
 import os
+import threading
 from functools import partial
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, AsyncIterator, Sequence
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -95,9 +97,10 @@ def _float_param(request: Request, name: str) -> float | None:
 
 
 def create_app(roots: Sequence[str | os.PathLike[str]], *, token: str | None = None,
-               allowed_hosts: Sequence[str] | None = None) -> Starlette:
+               allowed_hosts: Sequence[str] | None = None, warm_runs: int = 20) -> Starlette:
     """The dashboard over `roots`. `token`: required for control when set. `allowed_hosts`: the
-    Host header values accepted (against DNS rebinding); None accepts any."""
+    Host header values accepted (against DNS rebinding); None accepts any. `warm_runs`: how many
+    of the newest runs have their metrics read in the background at start."""
     catalog = Catalog(roots)
     plotly_js = _plotly_js()
     index_html = (STATIC_DIR / "index.html").read_bytes()
@@ -134,7 +137,7 @@ def create_app(roots: Sequence[str | os.PathLike[str]], *, token: str | None = N
             step, _, name = path.stem.removeprefix("step_").partition("_")
             if step.isdigit():
                 images.setdefault(name, []).append({"step": int(step), "file": f"images/{path.name}"})
-        row = next((r for r in catalog.rows() if r["key"] == entry.key), {})
+        row = catalog.row(entry) or {}
         config_path = entry.dir / "config.json"
         try:
             config = json.loads(config_path.read_text(encoding="utf-8"))
@@ -227,7 +230,7 @@ def create_app(roots: Sequence[str | os.PathLike[str]], *, token: str | None = N
         entry = entry_of(request)
         info = catalog.info(entry)
         status = (catalog.status(entry) or {})
-        row = next((r for r in catalog.rows() if r["key"] == entry.key), None)
+        row = catalog.row(entry)
         if row is None or row["status"] != "running":
             return _error(409, f"run {info.get('name')} is {row['status'] if row else 'unknown'}, not running")
         path = control.send(entry.dir, command)
@@ -288,7 +291,13 @@ def create_app(roots: Sequence[str | os.PathLike[str]], *, token: str | None = N
         Route("/api/run/{key}/control/{command}", control_command, methods=["POST"]),
         Route("/api/compare", compare),
     ]
-    app = Starlette(routes=routes, exception_handlers={_NotFound: not_found})
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if warm_runs:
+            threading.Thread(target=catalog.warm, args=(warm_runs,), name="runforge-warm", daemon=True).start()
+        yield
+
+    app = Starlette(routes=routes, exception_handlers={_NotFound: not_found}, lifespan=lifespan)
     app.state.catalog = catalog
     return app if allowed_hosts is None else HostGuard(app, allowed_hosts)  # type: ignore[return-value]
 

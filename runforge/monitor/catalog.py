@@ -137,14 +137,25 @@ class Catalog:
         return entry
 
     def rows(self) -> list[dict[str, Any]]:
-        rows = []
-        for entry in self.entries():
-            for row in _safe_row(entry.dir, self._snapshot_cache):
-                row["key"] = entry.key
-                row["root"] = str(entry.root)
-                rows.append(row)
+        rows = [row for row in map(self.row, self.entries()) if row is not None]
         rows.sort(key=lambda r: r.get("created_at") or "", reverse=True)
         return rows
+
+    def row(self, entry: RunEntry) -> dict[str, Any] | None:
+        rows = _safe_row(entry.dir, self._snapshot_cache)
+        if not rows:
+            return None
+        rows[0].update(key=entry.key, root=str(entry.root))
+        return rows[0]
+
+    def warm(self, limit: int) -> None:
+        """Read the metrics of the newest runs ahead of time: the first chart of a big run is then
+        served from memory instead of after seconds of JSON parsing."""
+        for row in self.rows()[:limit]:
+            try:
+                self.store(self.get(row["key"]))
+            except (KeyError, OSError):
+                continue
 
     def info(self, entry: RunEntry) -> dict[str, Any]:
         return read_info(entry.dir)

@@ -56,21 +56,21 @@ def write_bytes(path: str | os.PathLike[str], data: bytes, *, durable: bool = Tr
 
 def dumps_pretty(obj: Any) -> str:
     """The JSON style of every runforge artifact: 2-space indent, UTF-8, keys in insertion order."""
-    return json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False, default=_json_default) + "\n"
+    return json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False, default=json_default) + "\n"
 
 
 def write_json(path: str | os.PathLike[str], obj: Any, *, durable: bool = True) -> Path:
     return write_bytes(path, dumps_pretty(sanitize(obj)).encode("utf-8"), durable=durable)
 
 
-def _json_default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
     if isinstance(value, os.PathLike):
         return os.fspath(value)
     item = getattr(value, "item", None)  # numpy / torch scalars, without importing either
     if callable(item):
         try:
             return item()
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, RuntimeError):  # torch: a tensor of several elements
             pass
     tolist = getattr(value, "tolist", None)
     if callable(tolist):
@@ -89,6 +89,6 @@ def sanitize(obj: Any) -> Any:
     if obj is None or isinstance(obj, (str, int)):
         return obj
     try:
-        return sanitize(_json_default(obj))
+        return sanitize(json_default(obj))
     except TypeError:
         return obj  # json.dumps names the type in its error

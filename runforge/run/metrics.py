@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from ._atomic import sanitize, write_with
+from ._atomic import json_default, write_with
 
 METRICS_FILE = "train.jsonl"
 
@@ -25,7 +25,7 @@ try:
     import orjson
 
     def _dumps(obj: Any) -> bytes:
-        return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY)
+        return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)
 
     def _nonfinite_possible(line: bytes) -> bool:
         return b"null" in line  # orjson writes NaN/inf as null: look closer only then
@@ -50,12 +50,24 @@ def _replace_nonfinite(obj: Any, path: str, found: list[str]) -> Any:
     return obj
 
 
+def _plain(obj: Any) -> Any:
+    """Nested dicts/lists of JSON types, converting tensors and numpy values (raises TypeError otherwise)."""
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if obj is None or isinstance(obj, (str, int, float)):
+        return obj
+    return _plain(json_default(obj))
+
+
 def encode_line(record: dict[str, Any]) -> bytes:
     """One train.jsonl line (without the newline)."""
     try:
         line = _dumps(record)
-    except TypeError:  # torch scalars, non-string keys: convert through the JSON fallback
-        return encode_line(sanitize(record))
+    except TypeError:  # torch scalars and other objects with .item()/.tolist(): convert them first
+        record = _plain(record)
+        line = _dumps(record)
     if _nonfinite_possible(line):
         found: list[str] = []
         clean = _replace_nonfinite(record, "", found)

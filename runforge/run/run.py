@@ -46,8 +46,10 @@ from . import control, system
 from ._atomic import dumps_pretty, sanitize, write_bytes, write_json
 from .checkpoints import CheckpointInfo, CheckpointManager, SaveFn
 from .console import ProgressDisplay
+from .keys import KeyReader
 from .metrics import METRICS_FILE, MetricsFile, encode_line, truncate_after
 from .naming import RUN_FILE, create_run_dir
+from .snapshot_fields import SNAPSHOT_FIELDS
 from .writer import BackgroundWriter
 
 CONFIG_FILE = "config.json"
@@ -194,6 +196,9 @@ class Run:
             self._flush_records, self._on_write_error, tick=self._write_status if self.is_main else None
         )
         self._progress = ProgressDisplay(f"{self.trainer} {self.name}", progress) if self.is_main else None
+        self._keys = KeyReader(paused=lambda: self._paused)
+        if self.is_main:
+            self._keys.start()  # v/p/s/q in the trainer's terminal; does nothing unless stdin is a TTY
         self._old_handlers: dict[int, Any] = {}
         if handle_signals and threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGINT, signal.SIGTERM):
@@ -363,7 +368,8 @@ class Run:
     def snapshot(self, step: int, stats: dict[str, Any]) -> Path | None:
         """Write a statistics snapshot `{snapshot_dir}/{snapshot_pattern}` (pretty JSON, atomic, background).
 
-        The run's own progress and status fields are filled in; keys in `stats` win.
+        Every field of `SNAPSHOT_FIELDS` is present (null when unknown); the run's own
+        progress and status fields are filled in; keys in `stats` win.
         A failed write prints the seed's warning and training goes on.
         """
         if not self.is_main:
@@ -371,7 +377,8 @@ class Run:
         name = Path(self.snapshot_pattern.format(step=step))
         folder = Path(self.snapshot_dir)
         path = folder / name if folder.is_absolute() else self._inside(folder / name)
-        data = self.status_fields(step)
+        data: dict[str, Any] = dict.fromkeys(SNAPSHOT_FIELDS)
+        data.update(self.status_fields(step))
         data.update(stats)
         text = dumps_pretty(sanitize(data)).encode("utf-8")
 
@@ -493,7 +500,7 @@ class Run:
             return _NOTHING
         self._next_control_check = now + 0.1
         validate = save = False
-        for command in control.take(self.dir) if self.is_main else ():
+        for command in self._pending_commands():
             if command == "pause":
                 self._set_paused(True)
             elif command == "resume":
@@ -506,7 +513,7 @@ class Run:
                 self._request_stop(None)
         while self._paused and not self._stop_requested:
             time.sleep(0.05)
-            for command in control.take(self.dir):
+            for command in self._pending_commands():
                 if command == "resume":
                     self._set_paused(False)
                 elif command == "stop":
@@ -520,6 +527,11 @@ class Run:
         if self._stop_requested or validate or save:
             return Control(validate=validate, save=save, stop=self._stop_requested)
         return _NOTHING
+
+    def _pending_commands(self) -> list[str]:
+        if not self.is_main:
+            return []
+        return control.take(self.dir) + self._keys.take()
 
     def _set_paused(self, paused: bool) -> None:
         if paused != self._paused:
@@ -615,6 +627,7 @@ class Run:
         self._closed = True
         for signum, handler in self._old_handlers.items():
             signal.signal(signum, handler)
+        self._keys.stop()
         if self._progress is not None:
             self._progress.close()
         self._writer.close()

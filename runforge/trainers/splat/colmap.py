@@ -48,8 +48,18 @@ def read_model(sparse_dir: Path) -> "pycolmap.Reconstruction":  # type: ignore[n
         return pycolmap.Reconstruction(str(sparse_dir))
     except (ValueError, RuntimeError) as exc:
         text = str(exc).splitlines()[0]
-        named = next((sparse_dir / f for f in sorted(p.name for p in sparse_dir.iterdir()) if f in text), None)
-        raise BadInputError(named or sparse_dir, f"unreadable COLMAP model: {text}") from None
+        raise BadInputError(_file_named_by(sparse_dir, text), f"unreadable COLMAP model: {text}") from None
+
+
+def _file_named_by(sparse_dir: Path, message: str) -> Path:
+    """pycolmap's messages say "Camera model ...", "Image ...", "Point3D ...": map them to the file."""
+    lowered = message.lower()
+    for name, word in (("cameras", "camera"), ("points3D", "point"), ("images", "image")):
+        if name.lower() in lowered or word in lowered:
+            for ext in (".bin", ".txt"):
+                if (sparse_dir / f"{name}{ext}").exists():
+                    return sparse_dir / f"{name}{ext}"
+    return sparse_dir
 
 
 def _first_broken_binary(sparse_dir: Path) -> tuple[Path, str] | None:
@@ -95,6 +105,21 @@ def _walk(name: str, data: bytes, num_params: dict[int, int]) -> tuple[int, str 
         if pos > len(data):
             raise struct.error("truncated")
     return pos, None
+
+
+def check_scene(data_dir: Path) -> None:
+    """Fail early (before a run directory exists) on a missing or broken model or a missing image."""
+    sparse_dir = find_sparse_dir(data_dir)
+    rec = read_model(sparse_dir)
+    if rec.num_reg_images() == 0:
+        raise BadInputError(sparse_dir / "images.bin", "the model has no registered images")
+    image_dir = data_dir / "images"
+    if not image_dir.is_dir():
+        raise BadInputError(image_dir, "missing (the scene's images belong here)")
+    for image_id in rec.reg_image_ids():
+        path = image_dir / rec.images[image_id].name
+        if not path.is_file():
+            raise BadInputError(path, "image listed in the COLMAP model is missing")
 
 
 def undistort_map(camera: "pycolmap.Camera") -> tuple[np.ndarray, np.ndarray]:  # type: ignore[name-defined]  # noqa: F821

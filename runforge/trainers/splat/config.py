@@ -82,6 +82,9 @@ class Config:
             raise ConfigError(None, f"--sh_degree: must be 0..3, got {self.sh_degree}")
         if not 0 < self.init_opa < 1:
             raise ConfigError(None, f"--init_opa: must be in (0, 1), got {self.init_opa}")
+        from .colmap import check_scene  # numpy + pycolmap, no torch
+
+        check_scene(Path(self.data_dir))
 
 
 CPU = dict(data_factor=1, max_steps=3000, eval_steps=(3000,), save_steps=(3000,), ply_steps=(3000,), sh_degree=1,

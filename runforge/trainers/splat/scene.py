@@ -27,8 +27,8 @@ from ...errors import BadInputError
 CAMERA_PARAMS = {  # distortion beyond (f, cx, cy) per model; focal/principal point are filled in
     "SIMPLE_PINHOLE": [],
     "PINHOLE": [],
-    "SIMPLE_RADIAL": [0.12],
-    "OPENCV": [0.12, 0.02, 0.002, -0.001],
+    "SIMPLE_RADIAL": [0.25],
+    "OPENCV": [0.25, 0.05, 0.002, -0.001],
 }
 GROUND_HALF = 2.5
 SPHERES = [((0.0, 0.0, 0.6), 0.6), ((1.1, -0.7, 0.35), 0.35)]

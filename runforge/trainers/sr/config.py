@@ -93,7 +93,7 @@ class Config:
 
 _CPU = Config(
     scale=2, patch_size=48, batch_size=16, val_crop=96, val_crops=16,
-    channels=32, blocks=4, steps=1500, lr=1e-3, min_lr=2e-5, warmup_steps=100,
+    channels=32, blocks=4, steps=1000, lr=1e-3, min_lr=2e-5, warmup_steps=100,
     rebalance_every=50, trend_window=100, plateau_patience=300, boost_patience=600,
     boost_steps=100, cooldown_steps=400, val_every=250, log_every=25, ckpt_every=250, threads=1,
 )

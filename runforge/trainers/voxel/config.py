@@ -80,8 +80,8 @@ class Config:
                 raise ConfigError(None, f"--model_path is missing: {MODEL_HINT}")
             if not (self.model_path / "unet").is_dir():
                 raise BadInputError(self.model_path, f"is not a diffusers model folder (no unet/): {MODEL_HINT}")
-        read_map(resolve_map(self.source_map_id)[0])
         dataset_dir = resolve_dataset(self.dataset_id)[0]
+        read_map(resolve_map(self.source_map_id)[0])
         cameras = read_cameras(dataset_dir / "cameras.json")
         if self.resolved_guidance == "photometric":
             missing = [c.index for c in cameras if not image_path(dataset_dir, c.index).is_file()]

@@ -1,0 +1,162 @@
+"""`runforge train kolmogorov`: the seed's run files, the score network, the VPSDE loss, resume."""
+
+import json
+import re
+
+import pytest
+import torch
+
+from runforge.cli import main
+from runforge.config import to_dict
+from runforge.trainers.kolmogorov.config import PRESETS, Config, data_preset
+from runforge.trainers.kolmogorov.data import generate, load_split, random_windows
+from runforge.trainers.kolmogorov.score import VPSDE, MarkovScore, make_score
+
+torch.set_num_threads(1)
+
+SEED_CONFIG = {
+    "window": 5, "embedding": 64, "hidden_channels": [96, 192, 384], "hidden_blocks": [3, 3, 3],
+    "kernel_size": 3, "activation": "SiLU", "epochs": 4096, "batch_size": 32, "optimizer": "AdamW",
+    "learning_rate": 0.0002, "weight_decay": 0.001, "scheduler": "linear",
+}
+RUN_DIR = re.compile(r"^[a-z]+-[a-z]+-\d+_[a-z0-9]{8}$")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    out = tmp_path_factory.mktemp("kdata")
+    cfg = data_preset("tiny")
+    cfg.trajectories, cfg.length = 10, 8
+    generate(cfg, out, log=lambda _: None)
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_run(data, tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    code = main(["train", "kolmogorov", "--preset", "tiny", "--data", str(data), "--root", str(root),
+                 "--window", "3", "--progress", "lines"])
+    assert code == 0
+    (run,) = list(root.iterdir())
+    return run
+
+
+def test_config_json_holds_the_seed_config_first_even_when_the_data_is_missing(tmp_path, capsys):
+    code = main(["train", "kolmogorov", "--data", str(tmp_path / "nowhere"), "--root", str(tmp_path / "runs")])
+    assert code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("runforge: error: ") and "nowhere/train.h5" in last and "runforge data kolmogorov" in last
+    (run,) = list((tmp_path / "runs").iterdir())
+    assert RUN_DIR.match(run.name)
+    config = json.loads((run / "config.json").read_text())
+    assert dict(list(config.items())[:12]) == SEED_CONFIG
+    assert list(config)[:12] == list(SEED_CONFIG)
+    assert json.loads((run / "run.json").read_text())["status"] == "failed"
+
+
+def test_tiny_run_writes_config_state_metrics_samples_checkpoints_and_snapshots(tiny_run):
+    assert RUN_DIR.match(tiny_run.name)
+    config = json.loads((tiny_run / "config.json").read_text())
+    assert config == to_dict(PRESETS["tiny"]) | {"data": config["data"], "window": 3}
+    lines = [json.loads(line) for line in (tiny_run / "train.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == [1, 2, 3, 4]
+    assert all({"loss_train", "lr"} <= set(line) for line in lines)
+    assert [line["step"] for line in lines if "loss_valid" in line] == [2, 4]  # valid_every 2
+    assert lines[0]["lr"] == pytest.approx(1e-3) and lines[1]["lr"] == pytest.approx(1e-3 * 3 / 4)  # linear
+    assert sorted(p.name for p in (tiny_run / "images").iterdir()) == ["step_0004_samples.png"]
+    assert sorted(p.name for p in (tiny_run / "stats").iterdir()) == ["stats_2.json", "stats_4.json"]
+    assert json.loads((tiny_run / "stats" / "stats_4.json").read_text())["loss_valid"] == lines[3]["loss_valid"]
+    assert sorted(p.name for p in (tiny_run / "ckpts").glob("*.pt")) == ["ckpt_2_rank0.pt", "ckpt_4_rank0.pt"]
+    assert json.loads((tiny_run / "run.json").read_text())["status"] == "finished"
+
+
+def test_state_pth_loads_into_a_model_rebuilt_from_config_json(tiny_run):
+    config = json.loads((tiny_run / "config.json").read_text())
+    state = torch.load(tiny_run / "state.pth", weights_only=True)
+    score = make_score(config)
+    score.load_state_dict(state)  # strict: every key and shape matches
+    ckpt = torch.load(tiny_run / "ckpts" / "ckpt_4_rank0.pt", weights_only=False)
+    assert all(torch.equal(state[k], ckpt["score"][k]) for k in state)
+    fresh = make_score(config).state_dict()
+    assert any(not torch.equal(state[k], fresh[k]) for k in state if state[k].is_floating_point())
+
+
+def test_resume_from_a_checkpoint_reaches_the_same_final_state(tiny_run, capsys):
+    final = torch.load(tiny_run / "state.pth", weights_only=True)
+    lines_before = (tiny_run / "train.jsonl").read_text().splitlines()
+    (tiny_run / "state.pth").unlink()
+    code = main(["train", "kolmogorov", "--resume", str(tiny_run / "ckpts" / "ckpt_2_rank0.pt"), "--progress", "lines"])
+    assert code == 0
+    resumed = torch.load(tiny_run / "state.pth", weights_only=True)
+    for key in final:
+        assert torch.allclose(final[key], resumed[key], atol=1e-6), key
+    lines_after = (tiny_run / "train.jsonl").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in lines_after] == [1, 2, 3, 4]
+    for a, b in zip(lines_before, lines_after):
+        assert json.loads(a)["loss_train"] == pytest.approx(json.loads(b)["loss_train"], rel=1e-5)
+
+
+def test_score_loss_decreases_on_a_tiny_set_and_every_parameter_gets_a_gradient(data):
+    torch.manual_seed(0)
+    x = random_windows(load_split(data / "train.h5"), 3, torch.Generator().manual_seed(0))
+    config = to_dict(Config(window=3, embedding=16, hidden_channels=[8, 16], hidden_blocks=[1, 1]))
+    score = make_score(config)
+    sde = VPSDE(score.kernel, x.shape[1:])
+
+    def fixed_loss():
+        with torch.random.fork_rng():
+            torch.manual_seed(1)
+            return sum(sde.loss(x).item() for _ in range(8)) / 8
+
+    before = fixed_loss()
+    optimizer = torch.optim.AdamW(score.parameters(), lr=3e-3)
+    for step in range(40):
+        loss = sde.loss(x)
+        optimizer.zero_grad()
+        loss.backward()
+        if step == 0:
+            missing = [n for n, p in score.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+            assert not missing
+        optimizer.step()
+    after = fixed_loss()
+    assert after < 0.8 * before
+
+
+def test_markov_score_takes_edge_states_from_edge_windows_and_centres_from_every_window():
+    torch.manual_seed(0)
+    config = to_dict(Config(window=5, embedding=8, hidden_channels=[4], hidden_blocks=[1]))
+    score = make_score(config)
+    assert isinstance(score, MarkovScore) and score.order == 2
+    x = torch.randn(2, 9, 2, 8, 8)
+    t = torch.tensor(0.3)
+    eps = score(x, t)
+    assert eps.shape == x.shape
+    window_eps = [score.kernel(x[:, j:j + 5].flatten(1, 2), t).unflatten(1, (5, 2)) for j in range(5)]
+    assert torch.allclose(eps[:, :2], window_eps[0][:, :2], atol=1e-6)
+    for j in range(5):
+        assert torch.allclose(eps[:, j + 2], window_eps[j][:, 2], atol=1e-6)
+    assert torch.allclose(eps[:, 7:], window_eps[4][:, 3:], atol=1e-6)
+
+
+def test_vpsde_cosine_schedule_and_sampling_a_known_gaussian():
+    sde = VPSDE(lambda x, t: x, (1,))
+    t = torch.linspace(0, 1, 11)
+    assert sde.mu(t)[0] == 1 and sde.mu(t)[-1].item() == pytest.approx(1e-3, rel=1e-4)
+    assert torch.all(sde.mu(t)[1:] < sde.mu(t)[:-1])
+    assert torch.allclose(sde.mu(t) ** 2 + sde.sigma(t) ** 2, torch.full_like(t, 1 + 1e-6))
+    # exact ε of N(m, s² I) in 256 dimensions (the Langevin step is scaled per sample, as SDA's):
+    # the sampler must recover mean and spread, with and without corrections
+    m, s = 0.7, 0.4
+    exact = VPSDE(lambda x, t: sde.sigma(t) * (x - sde.mu(t) * m) / (sde.mu(t) ** 2 * s**2 + sde.sigma(t) ** 2), (256,))
+    torch.manual_seed(0)
+    for corrections in (0, 1):
+        samples = exact.sample(64, steps=64, corrections=corrections)
+        assert samples.mean().item() == pytest.approx(m, abs=0.02)
+        assert samples.std().item() == pytest.approx(s, abs=0.02)
+
+
+def test_config_rejects_an_even_window_and_mismatched_levels(capsys):
+    assert main(["train", "kolmogorov", "--window", "4"]) == 2
+    assert "--window" in capsys.readouterr().err
+    assert main(["train", "kolmogorov", "--hidden_channels", "8,16", "--hidden_blocks", "1"]) == 2
+    assert "--hidden_blocks" in capsys.readouterr().err
