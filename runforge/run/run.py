@@ -499,34 +499,27 @@ class Run:
         if now < self._next_control_check and not self._stop_requested:
             return _NOTHING
         self._next_control_check = now + 0.1
-        validate = save = False
+        requests: set[str] = set()
+        self._apply_commands(requests)
+        while self._paused and not self._stop_requested:
+            time.sleep(0.05)  # paused: hold the step, keep answering commands (the writer keeps the heartbeat)
+            self._apply_commands(requests)
+        if self._paused and self._stop_requested:
+            self._set_paused(False)
+        if self._stop_requested or requests:
+            return Control(validate="validate" in requests, save="save" in requests, stop=self._stop_requested)
+        return _NOTHING
+
+    def _apply_commands(self, requests: set[str]) -> None:
         for command in self._pending_commands():
             if command == "pause":
                 self._set_paused(True)
             elif command == "resume":
                 self._set_paused(False)
-            elif command == "validate":
-                validate = True
-            elif command == "save":
-                save = True
             elif command == "stop":
                 self._request_stop(None)
-        while self._paused and not self._stop_requested:
-            time.sleep(0.05)
-            for command in self._pending_commands():
-                if command == "resume":
-                    self._set_paused(False)
-                elif command == "stop":
-                    self._request_stop(None)
-                elif command == "validate":
-                    validate = True
-                elif command == "save":
-                    save = True
-        if self._paused and self._stop_requested:
-            self._set_paused(False)
-        if self._stop_requested or validate or save:
-            return Control(validate=validate, save=save, stop=self._stop_requested)
-        return _NOTHING
+            else:
+                requests.add(command)
 
     def _pending_commands(self) -> list[str]:
         if not self.is_main:

@@ -145,12 +145,12 @@ def test_vpsde_cosine_schedule_and_sampling_a_known_gaussian():
     assert torch.all(sde.mu(t)[1:] < sde.mu(t)[:-1])
     assert torch.allclose(sde.mu(t) ** 2 + sde.sigma(t) ** 2, torch.full_like(t, 1 + 1e-6))
     # exact ε of N(m, s² I) in 256 dimensions (the Langevin step is scaled per sample, as SDA's):
-    # the sampler must recover mean and spread, with and without corrections
+    # the sampler must recover mean and spread (small Langevin steps barely widen it)
     m, s = 0.7, 0.4
     exact = VPSDE(lambda x, t: sde.sigma(t) * (x - sde.mu(t) * m) / (sde.mu(t) ** 2 * s**2 + sde.sigma(t) ** 2), (256,))
     torch.manual_seed(0)
     for corrections in (0, 1):
-        samples = exact.sample(64, steps=64, corrections=corrections)
+        samples = exact.sample(64, steps=128, corrections=corrections, tau=0.1)
         assert samples.mean().item() == pytest.approx(m, abs=0.02)
         assert samples.std().item() == pytest.approx(s, abs=0.02)
 

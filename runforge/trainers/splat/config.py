@@ -95,9 +95,9 @@ PRESETS: dict[str, Any] = {
     "mcmc": Config(data_dir=Path("data/synthetic"), strategy="mcmc", init_opa=0.5, init_scale=0.1, opacity_reg=0.01,
                    scale_reg=0.01, refine_stop_iter=25_000),
     "cpu": Config(data_dir=Path("data/synthetic"), **CPU),  # type: ignore[arg-type]
-    "tiny": Config(data_dir=Path("data/synthetic"), data_factor=1, max_steps=12, eval_steps=(12,), save_steps=(6, 12),
-                   ply_steps=(12,), sh_degree=1, sh_degree_interval=4, refine_start_iter=4, refine_stop_iter=10,
-                   refine_every=2, reset_every=8, tile_size=8, traj_frames=4, log_every=2),
+    "tiny": Config(data_dir=Path("data/synthetic"), data_factor=1, max_steps=8, eval_steps=(8,), save_steps=(4, 8),
+                   ply_steps=(8,), sh_degree=1, sh_degree_interval=4, refine_start_iter=2, refine_stop_iter=7,
+                   refine_every=2, reset_every=6, tile_size=8, traj_frames=3, log_every=2),
 }
 PRESETS["cpu_mcmc"] = replace(PRESETS["mcmc"], **CPU, cap_max=6000)
 

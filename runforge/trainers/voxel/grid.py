@@ -124,5 +124,7 @@ def regularisers(grid: DifferentiableVoxelGrid, temperature: float) -> dict[str,
     # entropy from logits: H = softplus(x) - x * sigmoid(x), finite even where p rounds to 0 or 1
     entropy = (F.softplus(logits) - logits * p).mean()
     smooth = _total_variation(p) + _total_variation(grid.material_probs(temperature))
-    support = F.relu(p[:, 1:] - p[:, :-1]).mean()  # Y is up: occupancy above exceeding occupancy below
+    # Y is up. In logits, not probabilities: sigmoid' vanishes in empty space and Adam's eps would swallow the
+    # push; the voxel above is detached so only the one below moves (fill up, never carve away what is seen)
+    support = F.relu(logits[:, 1:].detach() - logits[:, :-1]).mean()
     return {"sparsity": p.mean(), "entropy": entropy, "smooth": smooth, "support": support}
