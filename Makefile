@@ -3,7 +3,7 @@ PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.setup-stamp
-EXTRAS  := train,dev
+EXTRAS  := all,dev
 
 .PHONY: setup demo test bench clean
 

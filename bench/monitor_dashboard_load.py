@@ -79,13 +79,20 @@ def build_root(base: Path, points: int, runs: int) -> Path:
     for index in range(runs - 1):
         target = root / f"run-{index:04d}"
         shutil.copytree(template, target)
-        info.update(name=f"run-{index}", id=f"{index:08d}", created_at=f"2026-01-01T00:{index // 60 % 60:02d}:{index % 60:02d}Z")
+        created = f"2026-01-01T{index // 3600:02d}:{index // 60 % 60:02d}:{index % 60:02d}Z"
+        info.update(name=f"run-{index}", id=f"{index:08d}", created_at=created)
         (target / "run.json").write_text(json.dumps(info))
     return root
 
 
 def bench_big(base: Path, points: int, runs: int) -> bool:
+    from runforge.monitor.series import MetricStore
+
     root = build_root(base, points, runs)
+    t = time.perf_counter()
+    MetricStore(root / "big" / "train.jsonl").refresh()
+    parse = time.perf_counter() - t
+    print(f"parsing the {points:,}-line train.jsonl once (what a server does the first time): {parse:.2f} s")
     server, port = start_server(root)
     ok = True
     try:
@@ -100,8 +107,9 @@ def bench_big(base: Path, points: int, runs: int) -> bool:
     finally:
         stop(server)
     print(f"runs table, {runs} runs: first {cold_table:.3f} s, then median {table:.3f} s (bar 0.5 s)")
-    print(f"first chart of {points:,} points: cold (parse train.jsonl) {cold_chart:.2f} s; "
-          f"indexed median {chart:.3f} s, {len(series['x'])} points sent, spike kept (bar 0.3 s)")
+    print(f"first chart of {points:,} points: {cold_chart:.2f} s right after the server started (it reads the "
+          f"newest runs in the background), then median {chart:.3f} s, {len(series['x'])} points sent, "
+          f"spike kept (bar 0.3 s)")
     print(f"run page data (/api/run/big): median {detail:.3f} s")
     if table > 0.5 or chart > 0.3:
         ok = False

@@ -169,15 +169,16 @@ def cmd_runs(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     table = Table(title=", ".join(args.roots))
-    for column in ("name", "trainer", "status", "step/max", "ETA", "best metric", "started"):
+    table.add_column("name", overflow="fold")
+    for column in ("trainer", "status", "step/max", "ETA", "best metric", "started"):
         table.add_column(column, justify="right" if column in ("step/max", "ETA", "best metric") else "left")
     for r in rows:
         step = "" if r["step"] is None else f"{r['step']}/{r['step_max']}" if r["step_max"] else str(r["step"])
-        best = "" if r["best"] is None else f"{r['best']:.6g}"
-        started = (r["created_at"] or "").replace("T", " ").replace("Z", "")
+        best = "" if r["best"] is None else f"{r['best']:.4g}"
+        started = (r["created_at"] or "").replace("T", " ")[:16]
         table.add_row(escape(f"{r['name']}_{r['id']}"), escape(r["trainer"]), r["status"], step,
                       r["eta"] or "", best, started)
-    Console().print(table)
+    Console(width=None if sys.stdout.isatty() else 160).print(table)  # piped: whole rows, not a squeezed table
     return 0
 
 
@@ -221,10 +222,12 @@ def cmd_show(args: argparse.Namespace) -> int:
         console.print(Pretty(report[key]))
     if snapshot is not None:
         console.print(f"[bold]snapshot at step {snapshot_step}[/bold] ({len(report['snapshots'])} snapshots)")
-        key_fields = SNAPSHOT_GROUPS["quality"] + SNAPSHOT_GROUPS["adaptive"] + ("total_loss_value", "learning_rate_value")
+        key_fields = (SNAPSHOT_GROUPS["quality"] + SNAPSHOT_GROUPS["adaptive"]
+                      + ("total_loss_value", "learning_rate_value"))
         console.print(Pretty({k: snapshot[k] for k in key_fields if snapshot.get(k) is not None}))
-        for line in plateau_lines(snapshot, args.plateau):
-            console.print(escape(line))
+        if args.step is not None or snapshot.get("adaptive_plateau_counter") is not None:
+            for line in plateau_lines(snapshot, args.plateau):
+                console.print(escape(line))
     console.print(f"[bold]files[/bold] ({len(report['files'])}, {report['images']} images, "
                   f"{len(report['snapshots'])} snapshots, {report['logged_lines']} logged lines)")
     for name in report["files"][:40]:

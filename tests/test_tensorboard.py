@@ -71,3 +71,12 @@ def test_record_framing_has_valid_checksums(tmp_path):
     data[-6] ^= 0xFF  # one flipped bit in the last event's payload
     writer.path.write_bytes(bytes(data))
     assert read(writer.path)[1] == "DataLossError"
+
+
+def test_values_beyond_float32_and_bools_and_strings(tmp_dir):
+    with runforge.Run(out="r") as run:
+        run.log(1, {"huge": 1e300, "big_int": 10**40, "flag": True, "name": "x", "deep": {"a": {"b": 2}}})
+    tb = _load(tmp_dir / "r" / "tb")
+    assert sorted(tb.Tags()["scalars"]) == ["big_int", "deep/a/b", "huge"]
+    assert tb.Scalars("huge")[0].value == float("inf") and tb.Scalars("deep/a/b")[0].value == 2.0
+    assert runforge.read_metrics(tmp_dir / "r")[0]["huge"] == 1e300  # the log keeps the exact value

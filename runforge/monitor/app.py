@@ -3,7 +3,7 @@
     GET  /  /run/{key}  /compare          the page (one HTML file; the script draws each view)
     GET  /static/{name}                   app.js, style.css, plotly.min.js (from the installed plotly)
     GET  /api/runs                        the runs table
-    GET  /api/run/{key}                   run.json, config, status, snapshot and image lists, metric names
+    GET  /api/run/{key}                   run.json, config, status, snapshot and image lists
     GET  /api/run/{key}/metrics           downsampled series (?names=a,b&points=N&xmin=&xmax=)
     GET  /api/run/{key}/events            the last lines of events.log
     GET  /api/run/{key}/file/{path}       a file of the run (?download=1 for an attachment)
@@ -62,7 +62,8 @@ def _plotly_js() -> Path:
 
     spec = importlib.util.find_spec("plotly")
     if spec is None or spec.origin is None:
-        raise BadInputError(None, "the plotly package is not installed (pip install plotly): the charts need its plotly.min.js")
+        raise BadInputError(None, "the plotly package is not installed (pip install plotly): "
+                                  "the charts need its plotly.min.js")
     return Path(spec.origin).parent / "package_data" / "plotly.min.js"
 
 
@@ -129,7 +130,6 @@ def create_app(roots: Sequence[str | os.PathLike[str]], *, token: str | None = N
 
     def run_detail(entry: RunEntry) -> dict[str, Any]:
         info = catalog.info(entry)
-        store = catalog.store(entry)
         snapshots = [{"step": step, "file": str(path.relative_to(entry.dir))}
                      for step, path in list_snapshots(entry.dir, inside_run=True)]
         images: dict[str, list[dict[str, Any]]] = {}
@@ -137,6 +137,8 @@ def create_app(roots: Sequence[str | os.PathLike[str]], *, token: str | None = N
             step, _, name = path.stem.removeprefix("step_").partition("_")
             if step.isdigit():
                 images.setdefault(name, []).append({"step": int(step), "file": f"images/{path.name}"})
+        for shots in images.values():
+            shots.sort(key=lambda shot: shot["step"])  # step_{step:04d}: names sort wrong past 9999
         row = catalog.row(entry) or {}
         config_path = entry.dir / "config.json"
         try:
@@ -145,7 +147,7 @@ def create_app(roots: Sequence[str | os.PathLike[str]], *, token: str | None = N
             config = None
         return {"key": entry.key, "info": info, "summary": row, "config": config,
                 "status": catalog.status(entry), "snapshots": snapshots, "images": images,
-                "metrics": store.names(), "lines": store.lines, "snapshot_groups": SNAPSHOT_GROUPS,
+                "snapshot_groups": SNAPSHOT_GROUPS,
                 "control_needs_token": token is not None}
 
     async def run_api(request: Request) -> Response:
@@ -277,6 +279,9 @@ def create_app(roots: Sequence[str | os.PathLike[str]], *, token: str | None = N
     async def not_found(request: Request, exc: Exception) -> Response:
         return _error(404, str(exc))
 
+    async def unreadable(request: Request, exc: Exception) -> Response:
+        return _error(422, str(exc))  # a damaged run.json or snapshot: say which, do not crash
+
     routes = [
         Route("/", page),
         Route("/run/{key}", page),
@@ -297,7 +302,8 @@ def create_app(roots: Sequence[str | os.PathLike[str]], *, token: str | None = N
             threading.Thread(target=catalog.warm, args=(warm_runs,), name="runforge-warm", daemon=True).start()
         yield
 
-    app = Starlette(routes=routes, exception_handlers={_NotFound: not_found}, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan,
+                    exception_handlers={_NotFound: not_found, RunforgeError: unreadable})
     app.state.catalog = catalog
     return app if allowed_hosts is None else HostGuard(app, allowed_hosts)  # type: ignore[return-value]
 

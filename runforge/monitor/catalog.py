@@ -41,8 +41,9 @@ def run_row(entry_dir: Path, snapshot_cache: dict[Path, Any] | None = None) -> d
     latest = _latest_cached(entry_dir, snapshot_cache)
     best = best_metric(latest[1] if latest else None, entry_dir)
     row = summary.to_dict()
+    paused = summary.status == "running" and bool((read_status(entry_dir) or {}).get("training_paused"))
     row.update(best_name=best[0] if best else None, best=best[1] if best else None,
-               last_snapshot_step=latest[0] if latest else None)
+               last_snapshot_step=latest[0] if latest else None, paused=paused)
     return row
 
 

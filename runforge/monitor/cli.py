@@ -27,7 +27,8 @@ def register(commands: Any, data: Any) -> None:
     serve = commands.add_parser("serve", help="the web dashboard over one or more roots of runs")
     serve.add_argument("roots", nargs="*", default=["runs"], metavar="ROOT", help="directories of runs (default: runs)")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0 picks a free one)")
+    serve.add_argument("--port", type=int, default=DEFAULT_PORT,
+                       help=f"port (default {DEFAULT_PORT}; 0 picks a free one)")
     serve.add_argument("--token", help="control token (default: random when --host is not a loopback address)")
     serve.set_defaults(handler=cmd_serve)
 
@@ -41,7 +42,8 @@ def register(commands: Any, data: Any) -> None:
     compare = commands.add_parser("compare", help="runs side by side: snapshots at one step, or last metrics")
     compare.add_argument("runs", nargs="+", metavar="RUN")
     compare.add_argument("--step", type=int, help="the snapshot step (default: the latest step all runs have)")
-    compare.add_argument("--field", action="append", metavar="NAME", help="only these fields (repeat or comma-separate)")
+    compare.add_argument("--field", action="append", metavar="NAME",
+                         help="only these fields (repeat or comma-separate)")
     compare.add_argument("--json", action="store_true", help="print JSON instead of a table")
     compare.set_defaults(handler=cmd_compare)
 
@@ -50,7 +52,8 @@ def register(commands: Any, data: Any) -> None:
     csv_cmd.add_argument("-o", "--output", metavar="FILE", help="write here instead of standard output")
     csv_cmd.add_argument("--source", choices=["metrics", "stats"], default="metrics",
                          help="metrics: train.jsonl; stats: the statistics snapshots")
-    csv_cmd.add_argument("--field", action="append", metavar="NAME", help="only these columns (repeat or comma-separate)")
+    csv_cmd.add_argument("--field", action="append", metavar="NAME",
+                         help="only these columns (repeat or comma-separate)")
     csv_cmd.set_defaults(handler=cmd_csv)
 
     plot = commands.add_parser("plot", help="a PNG of metric curves, several runs overlaid")
@@ -85,6 +88,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from .app import create_app
 
+    for root in args.roots:
+        if not Path(root).is_dir():
+            raise BadInputError(root, "is not a directory of runs")
     loopback = is_loopback(args.host)
     token = args.token or (None if loopback else secrets.token_urlsafe(18))
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
@@ -109,7 +115,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if token:
         print(f"control token: {token}  (open {url}?token={token} to steer runs)", flush=True)
     if not loopback:
-        print(f"warning: bound to {args.host}: anyone who can reach it can read these runs", file=sys.stderr, flush=True)
+        print(f"warning: bound to {args.host}: anyone who can reach it can read these runs",
+              file=sys.stderr, flush=True)
     config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=1)
     uvicorn.Server(config).run(sockets=[sock])
     return 0

@@ -265,6 +265,8 @@ class Run:
             "pid_start": system.process_start_ticks(os.getpid()),
             "versions": system.versions(),
             "world_size": self.world_size,
+            "snapshot_dir": self.snapshot_dir,
+            "snapshot_pattern": self.snapshot_pattern,
             "step": 0,
             "step_max": self.step_max,
             "error": None,
@@ -598,6 +600,9 @@ class Run:
             "validation_running": self._validating,
             "last_update_time": time.time(),
         }
+        torch = sys.modules.get("torch")  # GPU memory only if the trainer already uses CUDA
+        if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+            fields["vram_usage_gb"] = round(torch.cuda.memory_allocated() / 2**30, 3)
         fields.update(self._extra_status)
         return fields
 

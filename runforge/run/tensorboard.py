@@ -16,6 +16,7 @@ mirror stays on by default. All scalars of one `run.log` call go into one Event
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import struct
@@ -29,6 +30,13 @@ _pack_double = struct.Struct("<d").pack
 _pack_float = struct.Struct("<f").pack
 _pack_u64 = struct.Struct("<Q").pack
 _pack_u32 = struct.Struct("<I").pack
+
+
+def _pack_scalar(value: float) -> bytes:
+    try:
+        return _pack_float(value)
+    except (OverflowError, struct.error):  # beyond float32: TensorBoard shows it as infinite
+        return _pack_float(math.copysign(math.inf, value))
 
 
 def _varint(n: int) -> bytes:
@@ -94,23 +102,35 @@ class EventFileWriter:
         name = f"events.out.tfevents.{stamp:010d}.{socket.gethostname()}.{os.getpid()}.0"
         self.path = self.logdir / name
         self._file: BinaryIO = open(self.path, "ab")
-        self._tag_prefix: dict[str, bytes] = {}
+        self._value_heads: dict[str, bytes] = {}
         self._file.write(frame(_event(time.time(), 0, _field_bytes(3, b"brain.Event:2"))))
 
-    def _value_prefix(self, tag: str) -> bytes:
-        prefix = self._tag_prefix.get(tag)
-        if prefix is None:
-            prefix = self._tag_prefix[tag] = _field_bytes(1, tag.encode("utf-8")) + b"\x15"
-        return prefix
+    def _value_head(self, tag: str) -> bytes:
+        """Everything of a Summary.Value field but the 4 float bytes: fixed for a given tag."""
+        head = self._value_heads.get(tag)
+        if head is None:
+            body = _field_bytes(1, tag.encode("utf-8")) + b"\x15"
+            head = self._value_heads[tag] = b"\x0a" + _varint(len(body) + 4) + body
+        return head
 
     def encode_scalars(self, wall_time: float, step: int, metrics: dict[str, Any]) -> bytes:
-        values: list[bytes] = []
-        for tag, value in flatten_scalars(metrics):
-            item = self._value_prefix(tag) + _pack_float(value)
-            values.append(b"\x0a" + _varint(len(item)) + item)
-        if not values:
+        """One framed Event holding every number in `metrics` (b"" when there is none)."""
+        heads = self._value_heads
+        parts: list[bytes] = []
+        for key, value in metrics.items():
+            kind = type(value)
+            if kind is float or kind is int:  # the common case, kept free of generators
+                parts.append(heads.get(key) or self._value_head(key))
+                parts.append(_pack_scalar(value))
+            elif kind is not bool and kind is not str:
+                for tag, number in flatten_scalars({key: value}):
+                    parts.append(self._value_head(tag))
+                    parts.append(_pack_scalar(number))
+        if not parts:
             return b""
-        return frame(_event(wall_time, step, _field_bytes(5, b"".join(values))))
+        summary = b"".join(parts)
+        return frame(b"\x09" + _pack_double(wall_time) + b"\x10" + _varint(step) + b"\x2a" + _varint(len(summary))
+                     + summary)
 
     def write_image(self, wall_time: float, step: int, tag: str, png: bytes, height: int, width: int,
                     channels: int) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import pytest
 
@@ -141,5 +140,28 @@ def test_control_needs_the_token_when_bound_beyond_loopback(tmp_path):
         status, body = server.control("r", "pause", token=server.token)
         assert status == 200 and body["sent"] == "pause"
         assert [p.name.split("-")[-1] for p in (run_dir / "control").glob("*.cmd")] == ["pause.cmd"]
+    finally:
+        server.stop()
+
+
+def test_a_snapshot_folder_outside_the_run_is_read_by_the_cli_but_not_served(tmp_path, capsys):
+    from runforge.cli import main
+
+    run_dir = make_run(tmp_path / "runs", "sr", steps=5)
+    learn = tmp_path / "Learn"  # seed 002's learn directory, outside the run and its root
+    learn.mkdir()
+    (learn / "Statistik_5.json").write_text(json.dumps({"step_current": 5, "quality_ki_value": 0.5}))
+    info = json.loads((run_dir / "run.json").read_text())
+    info.update(snapshot_dir=str(learn), snapshot_pattern="Statistik_{step}.json")
+    (run_dir / "run.json").write_text(json.dumps(info))
+    capsys.readouterr()
+    assert main(["show", str(run_dir), "--step", "5", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["snapshot"]["quality_ki_value"] == 0.5
+    server = Server(str(tmp_path / "runs"))
+    try:
+        assert server.get_json("/api/run/sr")["snapshots"] == []
+        assert server.request("GET", "/api/run/sr/snapshot/5")[0] == 404
+        status, body, _ = server.request("GET", "/api/compare?runs=sr,sr&step=5")
+        assert status == 404 and b"0.5" not in body
     finally:
         server.stop()

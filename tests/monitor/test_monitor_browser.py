@@ -6,7 +6,6 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -63,14 +62,20 @@ def test_watch_and_steer_a_live_run_in_chromium(tmp_path, browser):
 
         # the runs table: both runs, the hostile name shown as text and never run
         browser.get(server.url + "/")
-        wait_for(lambda: len(_css(browser, "#runs-table tbody tr")) == 2, what="two rows in the runs table")
+        wait_for(lambda: len(_css(browser, "#runs-table tbody tr[data-key]")) == 2, what="two rows in the runs table")
         links = {a.text: a for a in _css(browser, "#runs-table a.run-link")}
         assert XSS_NAME in links, list(links)
         assert browser.execute_script("return window.__pwned === undefined")
         assert not _css(browser, "#runs-table img")
+        def order():
+            return [tr.get_attribute("data-key") for tr in _css(browser, "#runs-table tbody tr")]
+
+        assert order() == ["live-run", "finished-run"]  # newest first
+        _css(browser, '#runs-table th[data-sort="name"]')[0].click()
+        wait_for(lambda: order() == ["finished-run", "live-run"], what="sorting by name")  # "<script..." < "live-run"
         filter_box = _css(browser, "#filter")[0]
         filter_box.send_keys("live")
-        wait_for(lambda: len(_css(browser, "#runs-table tbody tr")) == 1, what="the filter to leave one row")
+        wait_for(lambda: order() == ["live-run"], what="the filter to leave the live run only")
 
         # the run page: a chart drawn by plotly with the logged points, and the snapshots list
         _css(browser, "#runs-table a.run-link")[0].click()

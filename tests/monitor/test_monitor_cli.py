@@ -137,3 +137,9 @@ def test_runs_table_is_newest_first_with_best_metric(tmp_path, capsys):
     for column in ("name", "trainer", "status", "step/max", "ETA", "best metric", "started"):
         assert column in table
     assert table.index("new_") < table.index("old_") and "5/5" in table and "0.75" in table
+
+
+def test_serve_refuses_a_root_that_is_not_a_directory(tmp_path, capsys):
+    assert main(["serve", str(tmp_path / "nope"), "--port", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nope: is not a directory of runs" in err[0]

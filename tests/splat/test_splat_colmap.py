@@ -66,7 +66,8 @@ def test_each_camera_model_loads_as_an_undistorted_pinhole(scenes: dict[str, Pat
     np.testing.assert_allclose(parser.camtoworlds, pinhole.camtoworlds, atol=1e-5)
     from PIL import Image
 
-    raw = np.asarray(Image.open(scenes[model] / "images" / "img_004.png")).astype(float)
+    with Image.open(scenes[model] / "images" / "img_004.png") as im:
+        raw = np.asarray(im).astype(float)
     undistorted = parser.images[4].astype(float)
     truth = pinhole.images[4].astype(float)
     err = np.abs(undistorted - truth)[3:-3, 3:-3].mean()  # borders sample outside the distorted image

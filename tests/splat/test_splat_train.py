@@ -59,10 +59,14 @@ def test_output_tree_matches_the_spec(trained: Path) -> None:
     assert train_stats["num_GS"] == val["num_GS"] > 0
     from PIL import Image
 
-    assert Image.open(trained / "renders" / "val_step7" / "000.png").size == (64, 24)  # truth | render
-    import imageio.v3 as iio
+    with Image.open(trained / "renders" / "val_step7" / "000.png") as im:
+        assert im.size == (64, 24)  # truth | render
+    import imageio_ffmpeg
 
-    assert iio.imread(trained / "renders" / "traj_interp_step7.mp4", plugin="FFMPEG").shape == (3, 24, 32, 3)
+    decoded = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i",
+                              str(trained / "renders" / "traj_interp_step7.mp4"), "-f", "rawvideo", "-pix_fmt", "rgb24",
+                              "-"], capture_output=True, check=True).stdout
+    assert len(decoded) == 3 * 24 * 32 * 3  # 3 frames of 32x24
     steps = [line["step"] for line in map(json.loads, (trained / "train.jsonl").read_text().splitlines())
              if "loss" in line]
     assert steps == [0, 2, 4, 6, 7]
@@ -149,8 +153,6 @@ def test_torchrun_two_ranks_on_gloo(scene: Path, tmp_path: Path) -> None:
     b = torch.load(out / "ckpts" / "ckpt_3_rank1.pt", weights_only=False)
     for name in a["splats"]:  # all-reduced gradients and shared densification keep the ranks identical
         assert torch.equal(a["splats"][name], b["splats"][name]), name
-    assert not torch.equal(a["batches"]["order"], b["batches"]["order"]) or a["batches"]["pos"] != b["batches"]["pos"] \
-        or True  # (each rank draws its own images: seeds differ by rank)
     steps = [json.loads(line)["step"] for line in (out / "train.jsonl").read_text().splitlines() if "loss" in line]
     assert steps == [0, 2, 3]  # one writer: rank 0
 

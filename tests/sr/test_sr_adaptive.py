@@ -148,4 +148,4 @@ def test_snapshot_fields_use_the_seed_names():
                 "adaptive_plateau_counter", "adaptive_lr_boost_available", "adaptive_perceptual_trend"):
         assert key in fields
     assert fields["perceptual_weight_current"] == 0.0 and fields["adaptive_perceptual_trend"] is None
-    assert fields["adaptive_mode"] == "Warmup"
+    assert fields["adaptive_mode"] == "Warmup" and fields["adaptive_lr_boost_available"] is False

@@ -16,6 +16,7 @@ import torch
 from runforge import Run
 from runforge.cli import main
 from runforge.run import send_command
+from runforge.run.snapshot_fields import SNAPSHOT_FIELDS
 from runforge.trainers.sr import config as sr_config
 from runforge.trainers.sr.train import train
 
@@ -55,8 +56,10 @@ def test_tiny_run_writes_every_seed_field_in_each_snapshot(tmp_path, capsys):
     stats = snapshots(out)
     assert list(stats) == ["Statistik_4.json", "Statistik_8.json"]
     for name, data in stats.items():
-        missing = [key for key in SEED_FIELDS if key not in data]
+        missing = [key for key in SEED_FIELDS + list(SNAPSHOT_FIELDS) if key not in data]
         assert not missing, f"{name} lacks {missing}"
+        # The run layer would fill a forgotten field with null: only the disabled perceptual term may be null.
+        assert [key for key in SEED_FIELDS if data[key] is None] == ["perceptual_loss_value", "adaptive_perceptual_trend"]
         assert data["step_current"] == int(name[len("Statistik_"):-len(".json")])
         assert data["step_max"] == 8 and data["epoch_num"] == 1 and data["epoch_step_total"] >= 1
         assert data["lr_phase_name"] in ("warmup", "cosine", "boost")
@@ -116,6 +119,19 @@ def test_seed_analysis_examples_run_on_the_snapshots(tmp_path):
     writer.writeheader()
     writer.writerows(stats)
     assert len(buffer.getvalue().splitlines()) == 3
+
+    # The same analyses through the runforge CLI, which finds Learn/ from run.json.
+    table = tmp_path / "training_history.csv"
+    assert main(["csv", str(runs[0]), "--source", "stats", "-o", str(table)]) == 0
+    rows = list(csv.DictReader(io.StringIO(table.read_text(encoding="utf-8"))))
+    assert [int(row["step_current"]) for row in rows] == [4, 8]
+    assert float(rows[1]["quality_improvement_value"]) == pytest.approx(first["quality_improvement_value"])
+    assert main(["compare", str(runs[0]), str(runs[1]), "--step", "8", "--field", "quality_improvement_value",
+                 "--json"]) == 0
+    picture = tmp_path / "training_progress.png"
+    assert main(["plot", str(runs[0]), "--metric", "quality_improvement_value", "--metric", "quality_ki_value",
+                 "-o", str(picture)]) == 0
+    assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_unwritable_learn_dir_gives_the_seed_warning_and_training_goes_on(tmp_path, capsys):
@@ -237,7 +253,7 @@ def test_own_data_root_split_in_one_folder_trains(tmp_path):
 
 @pytest.mark.parametrize("flags, words", [
     (["--patch_size", "15"], "--patch_size: 15 is not a multiple of --scale 2"),
-    (["--learn_dir", "/tmp/elsewhere"], "--learn_dir"),
+    (["--learn_dir", "../elsewhere"], "--learn_dir: '../elsewhere' must be a folder inside the run or an absolute path"),
     (["--scale", "3"], "--scale: '3' is not one of 2, 4"),
     (["--perceptual_weights", "/nonexistent/vgg19.pth"], "/nonexistent/vgg19.pth: no such file"),
 ])
@@ -260,3 +276,20 @@ def test_perceptual_weights_enable_the_fourth_term(tmp_path):
     assert data["perceptual_loss_value"] > 0 and data["perceptual_weight_current"] > 0
     assert sum(data[f"{k}_weight_current"] for k in ("l1", "ms", "gradient", "perceptual")) == pytest.approx(1.1)
     assert "perceptual loss off" not in (run_dir / "events.log").read_text(encoding="utf-8")
+
+
+def test_absolute_learn_dir_receives_the_snapshots(tmp_path):
+    learn = tmp_path / "data" / "Learn"  # seed 002 keeps them beside the data: DATA_ROOT/Learn
+    run_dir = run_tiny(tmp_path, replace(TINY, learn_dir=str(learn), steps=4))
+    assert [p.name for p in learn.iterdir()] == ["Statistik_4.json"]
+    assert not (run_dir / "Learn").exists()
+    assert json.loads((run_dir / "run.json").read_text())["snapshot_dir"] == str(learn)
+
+
+def test_resume_from_a_damaged_checkpoint_is_a_named_error(tmp_path, capsys):
+    run_dir = run_tiny(tmp_path, replace(TINY, steps=4))
+    (run_dir / "ckpts" / "last.pt").write_bytes(b"truncated")
+    code = main(["train", "sr", "--preset", "tiny", "--out", str(run_dir), "--resume", "--progress", "lines",
+                 "--no_tensorboard"])
+    assert code == 2
+    assert f"{run_dir / 'ckpts' / 'last.pt'}: is not a resumable sr checkpoint" in capsys.readouterr().err

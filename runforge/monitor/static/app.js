@@ -133,11 +133,13 @@ function runsView() {
         el("td", {}, box),
         el("td", { className: "name" }, el("a", { className: "run-link", href: runUrl(r.key) }, r.name),
            el("span", { className: "msg" }, " " + (r.id || ""))),
-        el("td", {}, r.trainer), el("td", {}, statusLabel(r.status)), el("td", { className: "num" }, step),
+        el("td", {}, r.trainer), el("td", {}, statusLabel(r.status, r.paused)), el("td", { className: "num" }, step),
         el("td", { className: "num" }, r.eta || ""),
         el("td", { className: "num", title: r.best_name || "" }, fmt(r.best)),
         el("td", {}, (r.created_at || "").replace("T", " ").replace("Z", "")));
     }));
+    if (!rows.length) body.replaceChildren(el("tr", {}, el("td", { colspan: COLUMNS.length + 1, className: "msg" },
+      state.rows.length ? "No run matches the filter." : "No runs under these roots yet.")));
     compareBtn.disabled = state.selected.size < 2;
     count.textContent = `${rows.length} of ${state.rows.length} runs`;
   }

@@ -82,6 +82,10 @@ class Config:
             raise ConfigError(None, f"--sh_degree: must be 0..3, got {self.sh_degree}")
         if not 0 < self.init_opa < 1:
             raise ConfigError(None, f"--init_opa: must be in (0, 1), got {self.init_opa}")
+        for name in ("ckpt", "lpips_weights"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).is_file():
+                raise ConfigError(path, f"--{name}: no such file")
         from .colmap import check_scene  # numpy + pycolmap, no torch
 
         check_scene(Path(self.data_dir))

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import os
+import pickle
 import time
 from typing import Any
 
@@ -131,7 +132,7 @@ def load_strategy_state(saved: dict[str, Any], device: torch.device) -> dict[str
 def load_checkpoint(path: Any) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except (OSError, RuntimeError, EOFError, ValueError) as exc:
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
         raise BadInputError(path, f"not a readable checkpoint ({type(exc).__name__}: {exc})") from None
     if not isinstance(ckpt, dict) or "splats" not in ckpt or "step" not in ckpt:
         raise BadInputError(path, "not a splat checkpoint (no 'splats' / 'step')")

@@ -134,7 +134,9 @@ class AdaptiveSystem:
 
     @property
     def boost_available(self) -> bool:
-        return self.enabled and self.boost_remaining == 0 and self.cooldown_remaining == 0
+        """A boost could fire now: past warmup, no boost running, no cooldown."""
+        return (self.enabled and self.step > self.settings.warmup_steps
+                and self.boost_remaining == 0 and self.cooldown_remaining == 0)
 
     def lr_factor(self) -> float:
         return self.settings.boost_factor if self.boost_remaining > 0 else 1.0
@@ -163,8 +165,7 @@ class AdaptiveSystem:
                 self.cooldown_remaining = self.settings.cooldown_steps
         elif self.cooldown_remaining > 0:
             self.cooldown_remaining -= 1
-        if (self.step > self.settings.warmup_steps and self.boost_available
-                and self.plateau_counter >= self.settings.boost_patience):
+        if self.boost_available and self.plateau_counter >= self.settings.boost_patience:
             self.boost_remaining = self.settings.boost_steps
             self.boost_count += 1
             self.plateau_counter = 0  # the boost gets a full patience window to show an effect

@@ -55,7 +55,7 @@ class Config:
     val_every: int = option(500, "validate and write Statistik_{STEP}.json every N steps (and on a validate command)")
     log_every: int = option(50, "write a train.jsonl line every N steps")
     ckpt_every: int = option(500, "write ckpts/last.pt every N steps")
-    learn_dir: str = option("Learn", "folder inside the run for the statistics snapshots")
+    learn_dir: str = option("Learn", "folder for the Statistik_{STEP}.json snapshots: inside the run, or an absolute path (seed 002: DATA_ROOT/Learn)")
     # --- machine
     device: Literal["auto", "cpu", "cuda"] = option("auto", "where to train: auto picks cuda when present")
     threads: int = option(0, "torch CPU threads (0: torch's default; 1 is as fast as 2 on a 2-core machine)")
@@ -87,8 +87,8 @@ class Config:
         if self.boost_factor < 1:
             raise ConfigError(None, f"--boost_factor: must be at least 1, got {self.boost_factor}")
         learn = Path(self.learn_dir)
-        if learn.is_absolute() or ".." in learn.parts or not self.learn_dir.strip():
-            raise ConfigError(None, f"--learn_dir: {self.learn_dir!r} must be a folder inside the run directory")
+        if not self.learn_dir.strip() or (not learn.is_absolute() and ".." in learn.parts):
+            raise ConfigError(None, f"--learn_dir: {self.learn_dir!r} must be a folder inside the run or an absolute path")
 
 
 _CPU = Config(

@@ -18,12 +18,16 @@ import random
 import shutil
 import string
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ...errors import BadInputError
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 BUNDLED_NAME = "sr_textures_v1"
@@ -143,7 +147,7 @@ def _background(rng: random.Random, size: int) -> np.ndarray:
     return a * (1 - t) + b * t
 
 
-def texture(size: int, seed: int) -> "PIL.Image.Image":  # noqa: F821
+def texture(size: int, seed: int) -> PILImage:
     """One procedural image with real structure: edges, stripes, lines, text strokes over a gradient."""
     from PIL import Image, ImageDraw, ImageFont
 

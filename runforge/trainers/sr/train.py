@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from ...config import to_dict
+from ...errors import BadInputError, ConfigError
 from ...run import Run
 from ...run._atomic import write_with
 from .adaptive import AdaptiveSettings, AdaptiveSystem
@@ -127,8 +128,6 @@ def to_cpu(obj: Any) -> Any:
 def pick_device(cfg: Config) -> torch.device:
     if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
-            from ...errors import ConfigError
-
             raise ConfigError(None, "--device cuda: no CUDA device is available")
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
@@ -167,19 +166,17 @@ def train(cfg: Config, run: Run) -> None:
     loss_steps = 0
 
     if run.resume_checkpoint is not None:
-        from ...errors import BadInputError
-
         path = run.resume_checkpoint.path
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
-        except (KeyError, RuntimeError, ValueError, EOFError) as exc:
-            raise BadInputError(path, f"is not a resumable sr checkpoint of this config ({exc})") from None
-        adaptive.load_state_dict(state["adaptive"])
-        generator.set_state(state["rng"]["data"])
-        torch.set_rng_state(state["rng"]["torch"])
-        best_quality, loss_sums, loss_steps = state["best_quality"], state["loss_sums"], state["loss_steps"]
+            adaptive.load_state_dict(state["adaptive"])
+            generator.set_state(state["rng"]["data"])
+            torch.set_rng_state(state["rng"]["torch"])
+            best_quality, loss_sums, loss_steps = state["best_quality"], state["loss_sums"], state["loss_steps"]
+        except Exception as exc:  # unpickling, missing keys, shapes of another config: all one answer
+            raise BadInputError(path, f"is not a resumable sr checkpoint of this config ({type(exc).__name__}: {exc})") from None
 
     def training_state(step: int) -> dict[str, Any]:
         return to_cpu({

@@ -142,16 +142,17 @@ def _transmittance(tau: torch.Tensor, ray: torch.Tensor, num_rays: int) -> torch
     before = torch.cumsum(tau64, 0) - tau64
     first = _segment_starts(ray, num_rays)
     offset = before[first.clamp(max=max(len(before) - 1, 0))]
-    return torch.exp(-(before - offset[ray])).float()
+    # clamped: exp(-60) is still a normal float32; anything smaller is a denormal, and those are ~100x slower
+    return torch.exp(-(before - offset.index_select(0, ray)).clamp(max=60.0)).float()
 
 
 def composite(volume: torch.Tensor, seg: Segments) -> tuple[torch.Tensor, torch.Tensor]:
     """Premultiplied colour (R, 3) and coverage (R,) of the rays, differentiable w.r.t. `volume` (V, 4)."""
     with torch.no_grad():
-        tau = volume[seg.cell, 0] * seg.length
+        tau = volume[:, 0].index_select(0, seg.cell) * seg.length
         visible = _transmittance(tau, seg.ray, seg.num_rays) > EARLY_STOP
         index = torch.nonzero(visible).squeeze(1)
-    ray, cell, length, shade = seg.ray[index], seg.cell[index], seg.length[index], seg.shade[index]
+    ray, cell, length, shade = (x.index_select(0, index) for x in (seg.ray, seg.cell, seg.length, seg.shade))
     samples = volume.index_select(0, cell)  # (N', 4)
     tau = samples[:, 0] * length
     weight = _transmittance(tau, ray, seg.num_rays) * -torch.expm1(-tau)
