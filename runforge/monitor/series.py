@@ -97,37 +97,41 @@ class MetricStore:
             self._arrays.clear()
 
     def _add(self, records: list[Any]) -> None:
-        columns = self._columns
+        add = self._add_value
         for record in records:
-            if not isinstance(record, dict):
+            if type(record) is not dict:
                 continue
             step = record.get("step")
-            if not isinstance(step, int) or isinstance(step, bool):
+            if type(step) is not int:
                 continue
             self._lines += 1
             self._last_step = step
-            stack = [("", record)]
-            while stack:
-                prefix, obj = stack.pop()
-                for key, value in obj.items():
-                    kind = type(value)
-                    if kind is float or kind is int:
-                        pass
-                    elif value is None:
-                        value = math.nan  # a non-finite value the run layer wrote as null
-                    elif kind is dict:
-                        stack.append((f"{prefix}{key}.", value))
-                        continue
-                    else:
-                        continue
-                    name = prefix + key if prefix else key
-                    if not prefix and name in NOT_CHARTED:
-                        continue
-                    column = columns.get(name)
-                    if column is None:
-                        column = columns[name] = (array("d"), array("d"))
-                    column[0].append(step)
-                    column[1].append(value)
+            for key, value in record.items():
+                kind = type(value)
+                if kind is float or kind is int:
+                    if key not in NOT_CHARTED:
+                        add(key, step, value)
+                elif kind is dict:
+                    self._add_nested(key + ".", value, step)
+                elif value is None and key not in NOT_CHARTED:
+                    add(key, step, math.nan)  # a non-finite value the run layer wrote as null
+
+    def _add_nested(self, prefix: str, values: dict[str, Any], step: int) -> None:
+        for key, value in values.items():
+            kind = type(value)
+            if kind is float or kind is int:
+                self._add_value(prefix + key, step, value)
+            elif kind is dict:
+                self._add_nested(f"{prefix}{key}.", value, step)
+            elif value is None:
+                self._add_value(prefix + key, step, math.nan)
+
+    def _add_value(self, name: str, step: int, value: float) -> None:
+        column = self._columns.get(name)
+        if column is None:
+            column = self._columns[name] = (array("d"), array("d"))
+        column[0].append(step)
+        column[1].append(value)
 
     def names(self) -> list[str]:
         with self._lock:
@@ -163,17 +167,23 @@ class MetricStore:
         return {"x": x.astype(np.int64).tolist(), "y": y.tolist(), "points": total, "in_range": shown}
 
 
+try:
+    from orjson import loads as _loads  # ~2x faster than the json module on metric lines
+except ImportError:  # pragma: no cover - orjson is a dependency; the json module is the fallback
+    _loads = json.loads
+
+
 def _parse_lines(data: bytes) -> list[Any]:
-    # One json.loads over the whole chunk is ~40% faster than one call per line.
+    # One call over the whole chunk, as a JSON array, is much faster than one call per line.
     try:
-        return json.loads(b"[" + data.rstrip(b"\n").replace(b"\n", b",") + b"]")
-    except ValueError:
+        return _loads(b"[" + data.rstrip(b"\n").replace(b"\n", b",") + b"]")
+    except ValueError:  # orjson.JSONDecodeError is a ValueError too
         pass
     records = []
     for line in data.split(b"\n"):
         if line.strip():
             try:
-                records.append(json.loads(line))
+                records.append(json.loads(line))  # also takes the NaN a hand-written log may hold
             except ValueError:
                 continue  # a damaged line: the rest of the log is still worth showing
     return records

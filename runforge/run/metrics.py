@@ -61,18 +61,27 @@ def _plain(obj: Any) -> Any:
     return _plain(json_default(obj))
 
 
+def _nonfinite_listed(record: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    found: list[str] = []
+    clean = _replace_nonfinite(record, "", found)
+    if found:
+        clean["nonfinite"] = found
+    return clean, bool(found)
+
+
 def encode_line(record: dict[str, Any]) -> bytes:
     """One train.jsonl line (without the newline)."""
     try:
         line = _dumps(record)
     except TypeError:  # torch scalars and other objects with .item()/.tolist(): convert them first
         record = _plain(record)
-        line = _dumps(record)
+        try:
+            line = _dumps(record)
+        except TypeError:  # orjson stops at 64-bit integers; the json module does not
+            return json.dumps(_nonfinite_listed(record)[0], ensure_ascii=False, allow_nan=False).encode("utf-8")
     if _nonfinite_possible(line):
-        found: list[str] = []
-        clean = _replace_nonfinite(record, "", found)
-        if found:
-            clean["nonfinite"] = found
+        clean, changed = _nonfinite_listed(record)
+        if changed:
             line = _dumps(clean)
     return line
 

@@ -293,3 +293,19 @@ def test_resume_from_a_damaged_checkpoint_is_a_named_error(tmp_path, capsys):
                  "--no_tensorboard"])
     assert code == 2
     assert f"{run_dir / 'ckpts' / 'last.pt'}: is not a resumable sr checkpoint" in capsys.readouterr().err
+
+
+def test_a_plateau_boosts_the_learning_rate_of_the_loop(tmp_path):
+    from runforge.trainers.sr.train import learning_rate
+
+    # No validation before the end: the counter only grows, so the boost fires right after warmup.
+    cfg = replace(TINY, steps=10, val_every=100, log_every=1, warmup_steps=2, plateau_patience=1, boost_patience=2,
+                  boost_steps=2, cooldown_steps=3, boost_factor=2.0)
+    run_dir = run_tiny(tmp_path, cfg)
+    lines = [json.loads(line) for line in (run_dir / "train.jsonl").read_text().splitlines() if '"losses"' in line]
+    factors = {line["step"]: line["lr"] / learning_rate(line["step"], cfg)[0] for line in lines}
+    # Fires after step 3, runs steps 4-5, cools down 6-8, fires again after step 8 (counter 5 >= 2).
+    assert [step for step, factor in factors.items() if factor == pytest.approx(2.0)] == [4, 5, 9, 10]
+    assert all(factors[step] == pytest.approx(1.0) for step in (1, 2, 3, 6, 7, 8))
+    final = snapshots(run_dir)["Statistik_10.json"]
+    assert final["adaptive_boost_count"] == 2 and final["lr_phase_name"] in ("boost", "cosine")

@@ -167,39 +167,55 @@ def bin_tiles(means2d: Tensor, radii: Tensor, depths: Tensor, width: int, height
     return TileBins(tile_size, tiles_x, tiles_y, offsets, counts, ids)
 
 
-def _pixel_grid(bins: TileBins, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
-    """Pixel centres [n_tiles, P] (x and y) of every tile, P = tile_size^2."""
+def _tile_basis(bins: TileBins, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Quadratic monomials [P, 6] (1, x, y, x^2, xy, y^2) of the pixel centres in tile-local coordinates, and
+    each tile's origin [n_tiles, 2]. With them a Gaussian's exponent over a whole tile is one matmul."""
     ts = bins.tile_size
     local = torch.arange(ts, dtype=dtype, device=device) + 0.5
     ly, lx = torch.meshgrid(local, local, indexing="ij")
+    x, y = lx.reshape(-1), ly.reshape(-1)
+    basis = torch.stack([torch.ones_like(x), x, y, x * x, x * y, y * y], -1)
     t = torch.arange(bins.tiles_x * bins.tiles_y, device=device)
-    ox = ((t % bins.tiles_x) * ts).to(dtype)
-    oy = ((t // bins.tiles_x) * ts).to(dtype)
-    return ox[:, None] + lx.reshape(1, -1), oy[:, None] + ly.reshape(1, -1)
+    origin = torch.stack([(t % bins.tiles_x) * ts, (t // bins.tiles_x) * ts], -1).to(dtype)
+    return basis, origin
 
 
-def _chunk_alpha(px: Tensor, py: Tensor, means2d: Tensor, conics: Tensor, opacities: Tensor, gid: Tensor,
-                 valid: Tensor) -> tuple[Tensor, ...]:
-    """Alphas [A, P, K] of K Gaussians per tile at the tile's P pixels, with what the backward pass needs."""
-    mx, my = means2d[gid, 0][:, None, :], means2d[gid, 1][:, None, :]  # [A, 1, K]
-    ca, cb, cc = (conics[gid, i][:, None, :] for i in range(3))
-    dx = px[:, :, None] - mx  # [A, P, K]
-    dy = py[:, :, None] - my
-    sigma = 0.5 * (ca * dx * dx + cc * dy * dy) + cb * dx * dy
-    gauss = torch.exp(-sigma)
-    raw = opacities[gid][:, None, :] * gauss
-    keep = (raw >= ALPHA_MIN) & (sigma >= 0) & valid[:, None, :]
-    alpha = torch.where(keep, raw.clamp_max(ALPHA_MAX), torch.zeros_like(raw))
-    return alpha, gauss, dx, dy, keep & (raw < ALPHA_MAX)
+def _gather(bins: TileBins, active: Tensor, k0: int, chunk: int, means2d: Tensor, conics: Tensor,
+            opacities: Tensor, origin: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """The chunk's Gaussian ids [A, K], validity, tile-local means [A, K, 2], conics [A, K, 3], opacities [A, K]
+    (0 for padding past the end of a tile's list)."""
+    pos = k0 + torch.arange(chunk, device=means2d.device)
+    valid = pos[None, :] < bins.counts[active, None]
+    gid = bins.ids[(bins.offsets[active, None] + pos).clamp_max(bins.ids.numel() - 1)]
+    opac = torch.where(valid, opacities[gid], torch.zeros((), dtype=opacities.dtype, device=opacities.device))
+    return gid, valid, means2d[gid] - origin[active, None, :], conics[gid], opac
+
+
+def _chunk_alpha(basis: Tensor, m: Tensor, con: Tensor, opac: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Alphas [A, P, K] of K Gaussians per tile at the tile's P pixels, the raw alphas and exp(-sigma).
+
+    sigma = 0.5 a dx^2 + b dx dy + 0.5 c dy^2 with dx = x - mx is a quadratic in (x, y): its six
+    coefficients per Gaussian times the monomials of the pixels give all of them in one matmul.
+    """
+    a, b, c = con.unbind(-1)
+    mx, my = m.unbind(-1)
+    bx, by = a * mx + b * my, b * mx + c * my
+    coef = torch.stack([0.5 * (mx * bx + my * by), -bx, -by, 0.5 * a, b, 0.5 * c], 1)  # [A, 6, K]
+    gauss = torch.exp(-torch.matmul(basis, coef))  # [A, P, K]
+    raw = opac[:, None, :] * gauss
+    alpha = torch.where(raw >= ALPHA_MIN, raw.clamp_max(ALPHA_MAX), torch.zeros((), dtype=raw.dtype))
+    return alpha, raw, gauss
 
 
 def _composite_weights(alpha: Tensor, t_in: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Front-to-back weights [A, P, K], the alphas actually used and the transmittance before each Gaussian."""
     t_after = t_in[:, :, None] * torch.cumprod(1.0 - alpha, -1)
-    used = alpha * (t_after > T_STOP)  # a pixel stops before it would fall to T_STOP (gsplat's rule)
-    kept = torch.cumprod(1.0 - used, -1)
-    t_before = t_in[:, :, None] * torch.cat([torch.ones_like(kept[..., :1]), kept[..., :-1]], -1)
-    return used * t_before, used, t_before
+    stopped = t_after <= T_STOP
+    if bool(stopped.any()):  # a pixel stops before it would fall to T_STOP (gsplat's rule)
+        alpha = alpha * ~stopped
+        t_after = t_in[:, :, None] * torch.cumprod(1.0 - alpha, -1)
+    t_before = t_after / (1.0 - alpha)
+    return alpha * t_before, alpha, t_before
 
 
 class _Composite(torch.autograd.Function):
@@ -209,11 +225,10 @@ class _Composite(torch.autograd.Function):
         n_tiles = bins.tiles_x * bins.tiles_y
         P = bins.tile_size ** 2
         dtype, device = means2d.dtype, means2d.device
-        px, py = _pixel_grid(bins, dtype, device)
+        basis, origin = _tile_basis(bins, dtype, device)
         T = torch.ones(n_tiles, P, dtype=dtype, device=device)
         C = torch.zeros(n_tiles, P, colors.shape[-1], dtype=dtype, device=device)
         steps: list[Tensor] = []  # the active tiles of each chunk, replayed by backward
-        arange = torch.arange(chunk, device=device)
         max_count = int(bins.counts.max()) if n_tiles and bins.ids.numel() else 0
         active = torch.nonzero(bins.counts > 0).squeeze(1)
         for k0 in range(0, max_count, chunk):
@@ -221,10 +236,8 @@ class _Composite(torch.autograd.Function):
             if active.numel() == 0:
                 break
             steps.append(active)
-            pos = k0 + arange
-            valid = pos[None, :] < bins.counts[active, None]
-            gid = bins.ids[(bins.offsets[active, None] + pos).clamp_max(bins.ids.numel() - 1)]
-            alpha, _, _, _, _ = _chunk_alpha(px[active], py[active], means2d, conics, opacities, gid, valid)
+            gid, _, m, con, opac = _gather(bins, active, k0, chunk, means2d, conics, opacities, origin)
+            alpha, _, _ = _chunk_alpha(basis, m, con, opac)
             weights, used, _ = _composite_weights(alpha, T[active])
             C[active] += torch.bmm(weights, colors[gid])
             T[active] = T[active] * torch.prod(1.0 - used, -1)
@@ -238,10 +251,9 @@ class _Composite(torch.autograd.Function):
         means2d, conics, opacities, colors, background, out_color, T_final = ctx.saved_tensors
         bins: TileBins = ctx.bins
         chunk = ctx.chunk
-        dtype, device = means2d.dtype, means2d.device
+        basis, origin = _tile_basis(bins, means2d.dtype, means2d.device)
         g = _tile(grad_color.contiguous(), bins)  # [n_tiles, P, 3]
         g_alpha = _tile(grad_alpha.contiguous(), bins)[..., 0]  # [n_tiles, P]
-        px, py = _pixel_grid(bins, dtype, device)
         g_means = torch.zeros_like(means2d)
         g_conics = torch.zeros_like(conics)
         g_opac = torch.zeros_like(opacities)
@@ -250,31 +262,34 @@ class _Composite(torch.autograd.Function):
         g_total = (g * out_color).sum(-1)
         T = torch.ones_like(T_final)
         g_acc = torch.zeros_like(T_final)
-        arange = torch.arange(chunk, device=device)
         for k, active in enumerate(ctx.steps):
-            pos = k * chunk + arange
-            valid = pos[None, :] < bins.counts[active, None]
-            gid = bins.ids[(bins.offsets[active, None] + pos).clamp_max(bins.ids.numel() - 1)]
-            alpha, gauss, dx, dy, smooth = _chunk_alpha(px[active], py[active], means2d, conics, opacities, gid, valid)
+            gid, valid, m, con, opac = _gather(bins, active, k * chunk, chunk, means2d, conics, opacities, origin)
+            alpha, raw, gauss = _chunk_alpha(basis, m, con, opac)
             weights, used, t_before = _composite_weights(alpha, T[active])
             ga = g[active]
-            col = colors[gid]  # [A, K, 3]
-            gc = torch.bmm(ga, col.transpose(1, 2))  # [A, P, K]
-            behind = g_total[active][:, :, None] - (g_acc[active][:, :, None] + torch.cumsum(weights * gc, -1))
+            gc = torch.bmm(ga, colors[gid].transpose(1, 2))  # [A, P, K]: g . colour
+            contrib = weights * gc
+            behind = g_total[active][:, :, None] - g_acc[active][:, :, None] - torch.cumsum(contrib, -1)
             inv = 1.0 / (1.0 - used)
-            d_alpha = (t_before * gc - behind * inv + (g_alpha[active] * T_final[active])[:, :, None] * inv)
-            d_alpha = d_alpha * (used > 0) * smooth
-            d_sigma = -d_alpha * alpha
-            ca, cb, cc = (conics[gid, i][:, None, :] for i in range(3))
+            d_alpha = t_before * gc + ((g_alpha[active] * T_final[active])[:, :, None] - behind) * inv
+            d_alpha = d_alpha * ((used > 0) & (raw < ALPHA_MAX))  # no gradient through the clamp
+            # alpha = o exp(-sigma): d/do = exp(-sigma), d/dsigma = -alpha; sigma's six coefficients by one matmul.
+            d_opac = (d_alpha * gauss).sum(1)  # [A, K]
+            d_coef = torch.matmul(basis.T, -d_alpha * raw)  # [A, 6, K]: sums of d_sigma x monomials
+            s0, sx, sy, sxx, sxy, syy = d_coef.unbind(1)
+            mx, my = m.unbind(-1)
+            a, b, c = con.unbind(-1)
+            dx, dy = sx - mx * s0, sy - my * s0  # sum d_sigma (x - mx), sum d_sigma (y - my)
+            dxx = sxx - 2 * mx * sx + mx * mx * s0
+            dxy = sxy - mx * sy - my * sx + mx * my * s0
+            dyy = syy - 2 * my * sy + my * my * s0
             keep = valid.reshape(-1)
             flat = gid.reshape(-1)[keep]
-            g_opac.index_add_(0, flat, (d_alpha * gauss).sum(1).reshape(-1)[keep])
-            g_conics.index_add_(0, flat, torch.stack([(0.5 * d_sigma * dx * dx).sum(1), (d_sigma * dx * dy).sum(1),
-                                                      (0.5 * d_sigma * dy * dy).sum(1)], -1).reshape(-1, 3)[keep])
-            g_means.index_add_(0, flat, torch.stack([-(d_sigma * (ca * dx + cb * dy)).sum(1),
-                                                     -(d_sigma * (cb * dx + cc * dy)).sum(1)], -1).reshape(-1, 2)[keep])
+            g_opac.index_add_(0, flat, d_opac.reshape(-1)[keep])
+            g_conics.index_add_(0, flat, torch.stack([0.5 * dxx, dxy, 0.5 * dyy], -1).reshape(-1, 3)[keep])
+            g_means.index_add_(0, flat, torch.stack([-(a * dx + b * dy), -(b * dx + c * dy)], -1).reshape(-1, 2)[keep])
             g_colors.index_add_(0, flat, torch.bmm(weights.transpose(1, 2), ga).reshape(-1, colors.shape[-1])[keep])
-            g_acc[active] += (weights * gc).sum(-1)
+            g_acc[active] += contrib.sum(-1)
             T[active] = T[active] * torch.prod(1.0 - used, -1)
         return g_means, g_conics, g_opac, g_colors, None, None, None
 
