@@ -140,6 +140,7 @@ def cmd_train(name: str | None, argv: list[str]) -> int:
     train = importlib.import_module(TRAINERS[name] + ".train").train
     with Run(trainer=name, config=to_dict(cfg), **options) as run:
         train(cfg, run)
+    print(f"run {run.status}: {run.dir}")
     return run.exit_code
 
 

@@ -218,7 +218,7 @@ class Run:
             target = Path(resume)  # type: ignore[arg-type]
             run_dir = target if target.is_dir() else _find_run_dir(target)
             if out is not None and Path(out).resolve() != run_dir.resolve():
-                raise BadInputError(resume, f"belongs to run {run_dir}, not to --out {out}")
+                raise BadInputError(target, f"belongs to run {run_dir}, not to --out {out}")
             out, resume = run_dir, True
         if not self.is_main:
             run_dir = Path(out) if out is not None else _rendezvous(Path(root), None)
@@ -725,7 +725,8 @@ def _wait_for_run(run_dir: Path, timeout: float = 120.0) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            return json.loads((run_dir / RUN_FILE).read_text(encoding="utf-8"))
+            info: dict[str, Any] = json.loads((run_dir / RUN_FILE).read_text(encoding="utf-8"))
+            return info
         except (FileNotFoundError, ValueError):
             time.sleep(0.05)
     raise RunNotFoundError(f"{run_dir}: rank 0 did not create {RUN_FILE} within {timeout:.0f} s")
