@@ -1,12 +1,20 @@
-"""Run names as wandb gives them: `{adjective}-{noun}-{N}_{id}`, created atomically."""
+"""Where a run lives: names as wandb gives them (`{adjective}-{noun}-{N}_{id}`), created atomically,
+found again from a checkpoint inside it, and shared between the ranks of one torchrun job."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
+import re
 import secrets
 import string
+import time
 from pathlib import Path
+from typing import Any
+
+from ..errors import BadInputError, RunNotFoundError
+from ._atomic import write_bytes
 
 ADJECTIVES = (
     "amber autumn bold brisk calm crimson dainty dashing eager earthy fancy fiery fluent frosty gentle "
@@ -54,3 +62,55 @@ def create_run_dir(root: str | os.PathLike[str], name: str | None = None) -> tup
             continue
         return path, run_name, run_id
     raise RuntimeError(f"{root}: could not create a unique run directory after 100 tries")
+
+
+def read_run_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunNotFoundError(f"{path}: not found") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadInputError(path, f"is not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise BadInputError(path, "must hold a JSON object")
+    return data
+
+
+def find_run_dir(path: Path) -> Path:
+    if not path.exists():
+        raise RunNotFoundError(f"{path}: no such run directory or checkpoint")
+    for parent in path.resolve().parents:
+        if (parent / RUN_FILE).exists():
+            return parent
+    raise RunNotFoundError(f"{path}: is not inside a run directory (no {RUN_FILE} above it)")
+
+
+def rendezvous(root: Path, run_dir: Path | None, timeout: float = 120.0) -> Path:
+    """Rank 0 announces its run directory; the other ranks of the same torchrun job wait for it."""
+    job = "-".join(os.environ.get(key, "") for key in ("TORCHELASTIC_RUN_ID", "MASTER_ADDR", "MASTER_PORT"))
+    note = root / f".rendezvous-{re.sub(r'[^A-Za-z0-9_.-]', '_', job)}"
+    if run_dir is not None:
+        write_bytes(note, str(run_dir.resolve()).encode("utf-8"), durable=False)
+        return run_dir
+    started = time.time()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            # a note left by an earlier job with the same id is older than this process
+            if note.stat().st_mtime > started - 60:
+                return Path(note.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            pass
+        time.sleep(0.05)
+    raise RunNotFoundError(f"{note}: rank 0 did not announce its run directory within {timeout:.0f} s")
+
+
+def wait_for_run(run_dir: Path, timeout: float = 120.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            info: dict[str, Any] = json.loads((run_dir / RUN_FILE).read_text(encoding="utf-8"))
+            return info
+        except (FileNotFoundError, ValueError):
+            time.sleep(0.05)
+    raise RunNotFoundError(f"{run_dir}: rank 0 did not create {RUN_FILE} within {timeout:.0f} s")

@@ -27,7 +27,6 @@ What lands on disk (see run-layout.md):
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -48,7 +47,8 @@ from .checkpoints import CheckpointInfo, CheckpointManager, SaveFn
 from .console import ProgressDisplay
 from .keys import KeyReader
 from .metrics import METRICS_FILE, MetricsFile, encode_line, truncate_after
-from .naming import RUN_FILE, create_run_dir
+from .images import to_pil
+from .naming import RUN_FILE, create_run_dir, find_run_dir, new_id, read_run_json, rendezvous, wait_for_run
 from .snapshot_fields import SNAPSHOT_FIELDS
 from .writer import BackgroundWriter
 
@@ -216,25 +216,25 @@ class Run:
     ) -> tuple[Path, str, str, bool]:
         if resume not in (False, True, None, ""):
             target = Path(resume)  # type: ignore[arg-type]
-            run_dir = target if target.is_dir() else _find_run_dir(target)
+            run_dir = target if target.is_dir() else find_run_dir(target)
             if out is not None and Path(out).resolve() != run_dir.resolve():
                 raise BadInputError(target, f"belongs to run {run_dir}, not to --out {out}")
             out, resume = run_dir, True
         if not self.is_main:
-            run_dir = Path(out) if out is not None else _rendezvous(Path(root), None)
-            info = _wait_for_run(run_dir)
+            run_dir = Path(out) if out is not None else rendezvous(Path(root), None)
+            info = wait_for_run(run_dir)
             return run_dir, info.get("name", run_dir.name), info.get("id", ""), bool(resume)
         if out is None:
             if resume:
                 raise BadInputError(None, "--resume needs a run directory or checkpoint (or --out DIR)")
             path, run_name, run_id = create_run_dir(root, name)
             if self.world_size > 1:
-                _rendezvous(Path(root), path)
+                rendezvous(Path(root), path)
             return path, run_name, run_id, False
         out = Path(out)
         run_file = out / RUN_FILE
         if run_file.exists():
-            info = _read_json(run_file)
+            info = read_run_json(run_file)
             if resume:
                 return out, info.get("name", out.name), info.get("id", ""), True
             if not overwrite:
@@ -246,8 +246,8 @@ class Run:
             raise RunExistsError(f"{out}: exists, is not empty and is not a run; choose another --out or pass --overwrite")
         out.mkdir(parents=True, exist_ok=True)
         if self.world_size > 1:
-            _rendezvous(Path(root), out)
-        return out, name or out.name, _new_id(), False
+            rendezvous(Path(root), out)
+        return out, name or out.name, new_id(), False
 
     def _write_new(self, config_text: str) -> None:
         self._info = {
@@ -290,7 +290,7 @@ class Run:
         self.start_step = self.resume_checkpoint.step if self.resume_checkpoint else 0
         if not self.is_main:
             return 0.0
-        self._info = _read_json(self.dir / RUN_FILE)
+        self._info = read_run_json(self.dir / RUN_FILE)
         dropped, last_time = truncate_after(self.dir / METRICS_FILE, self.start_step)
         old_config = (self.dir / CONFIG_FILE).read_text(encoding="utf-8") if (self.dir / CONFIG_FILE).exists() else None
         resumes = self._info.setdefault("resumes", [])
@@ -348,7 +348,7 @@ class Run:
             return None
         if not _SAFE_NAME.match(name):
             raise ValueError(f"image name {name!r} may only hold letters, digits, '_', '.' and '-'")
-        picture = _to_pil(rgb)
+        picture = to_pil(rgb)
         path = self.dir / IMAGES_DIR / f"step_{step:04d}_{name}.png"
         wall = time.time()
 
@@ -669,85 +669,3 @@ class Run:
         if exc is None and self._stop_signal is not None:
             self.exit_code = 128 + self._stop_signal
             raise SystemExit(self.exit_code)
-
-
-# ---------------------------------------------------------------------- helpers
-
-
-def _new_id() -> str:
-    from .naming import new_id
-
-    return new_id()
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise RunNotFoundError(f"{path}: not found") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadInputError(path, f"is not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise BadInputError(path, "must hold a JSON object")
-    return data
-
-
-def _find_run_dir(path: Path) -> Path:
-    if not path.exists():
-        raise RunNotFoundError(f"{path}: no such run directory or checkpoint")
-    for parent in path.resolve().parents:
-        if (parent / RUN_FILE).exists():
-            return parent
-    raise RunNotFoundError(f"{path}: is not inside a run directory (no {RUN_FILE} above it)")
-
-
-def _rendezvous(root: Path, run_dir: Path | None, timeout: float = 120.0) -> Path:
-    """Rank 0 announces its run directory; the other ranks of the same torchrun job wait for it."""
-    job = "-".join(os.environ.get(key, "") for key in ("TORCHELASTIC_RUN_ID", "MASTER_ADDR", "MASTER_PORT"))
-    note = root / f".rendezvous-{re.sub(r'[^A-Za-z0-9_.-]', '_', job)}"
-    if run_dir is not None:
-        write_bytes(note, str(run_dir.resolve()).encode("utf-8"), durable=False)
-        return run_dir
-    started = time.time()
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            # a note left by an earlier job with the same id is older than this process
-            if note.stat().st_mtime > started - 60:
-                return Path(note.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            pass
-        time.sleep(0.05)
-    raise RunNotFoundError(f"{note}: rank 0 did not announce its run directory within {timeout:.0f} s")
-
-
-def _wait_for_run(run_dir: Path, timeout: float = 120.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            info: dict[str, Any] = json.loads((run_dir / RUN_FILE).read_text(encoding="utf-8"))
-            return info
-        except (FileNotFoundError, ValueError):
-            time.sleep(0.05)
-    raise RunNotFoundError(f"{run_dir}: rank 0 did not create {RUN_FILE} within {timeout:.0f} s")
-
-
-def _to_pil(rgb: Any) -> Any:
-    from PIL import Image
-
-    if isinstance(rgb, Image.Image):
-        return rgb.copy()
-    if hasattr(rgb, "detach"):  # a torch tensor
-        rgb = rgb.detach().cpu().numpy()
-    import numpy as np
-
-    array = np.asarray(rgb)
-    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[2] not in (1, 3, 4):
-        array = array.transpose(1, 2, 0)  # CHW -> HWC
-    if array.ndim == 3 and array.shape[2] == 1:
-        array = array[:, :, 0]
-    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
-        raise ValueError(f"image must be HxW, HxWx3 or HxWx4, got shape {array.shape}")
-    if array.dtype != np.uint8:
-        array = (np.clip(np.nan_to_num(array.astype(np.float32)), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    return Image.fromarray(np.array(array, copy=True, order="C"))  # a copy: the caller may reuse its buffer
