@@ -5,25 +5,36 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.setup-stamp
 EXTRAS  := all,dev
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench docs clean
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
+	@# Debian chromium + chromedriver drive the dashboard tests; without them (no root, no apt) those tests skip.
+	command -v chromedriver >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } \
+	  || echo "chromium not installed: the browser tests will be skipped"
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
 	touch $(STAMP)
 
 demo: setup
-	$(BIN)/runforge train toy --out runs/demo --overwrite
-	$(BIN)/runforge show runs/demo
+	$(BIN)/runforge train voxel --preset demo --out runs/voxel-demo --overwrite
+	$(BIN)/runforge show runs/voxel-demo
 
 test: setup
 	$(BIN)/python -m pytest -q -n 2
 
 bench: setup
 	$(BIN)/python bench/log_overhead.py
+	$(BIN)/python bench/voxel_render.py
+	$(BIN)/python bench/voxel_fit.py
+	$(BIN)/python bench/monitor_dashboard_load.py
+	$(BIN)/python bench/sr_quality.py
+
+docs: setup
+	$(BIN)/python scripts/update_docs.py
 
 clean:
 	rm -rf $(VENV) runs maps

@@ -1,6 +1,6 @@
 """Fit the bundled world from a ground plane with photometric guidance; score it on views it never saw.
 
-    .venv/bin/python bench/voxel_fit.py [--steps 600] [--lr 0.1] [--rays 4096]
+    .venv/bin/python bench/voxel_fit.py [--steps 3000] [--lr 0.1] [--rays 4096] [--lambda_support 0.01]
 
 1. trains `runforge train voxel --init_mode ground_plane` on dataset 1 (24 orbit views, 128 px);
 2. renders the sample map and the trained final_map.json at 16 held-out cameras
@@ -24,9 +24,14 @@ import numpy as np
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from runforge.cli import main as runforge  # noqa: E402
-from runforge.trainers.voxel.dataset import SAMPLE_MAP, orbit_cameras, read_image, write_cameras  # noqa: E402
-from runforge.trainers.voxel.map_io import read_map  # noqa: E402
+from runforge.cli import main as runforge
+from runforge.trainers.voxel.dataset import (
+    SAMPLE_MAP,
+    orbit_cameras,
+    read_image,
+    write_cameras,
+)
+from runforge.trainers.voxel.map_io import read_map
 
 BAR_PSNR, BAR_IOU, BAR_MINUTES = 30.0, 0.8, 5.0
 
@@ -45,10 +50,10 @@ def psnr_over_white(truth_dir: Path, fit_dir: Path, views: int, size: int) -> fl
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--lr", type=float, default=0.1)
     parser.add_argument("--rays", type=int, default=4096)
-    parser.add_argument("--lambda_support", type=float, default=0.05)
+    parser.add_argument("--lambda_support", type=float, default=0.01)
     parser.add_argument("--views", type=int, default=16)
     parser.add_argument("--keep", type=Path, help="keep the workspace here instead of a temporary folder")
     args = parser.parse_args()

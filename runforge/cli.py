@@ -116,13 +116,16 @@ def cmd_train(name: str | None, argv: list[str]) -> int:
     if run_args.get("config"):
         base = load_file(cls, run_args["config"], base)
     resume = run_args.get("resume")
-    resume_dir = _resume_dir(resume, run_args.get("out"))
+    run_options: Callable[[Any], dict[str, Any]] | None = getattr(config_module, "run_options", None)
+    out = run_args.get("out")
+    if resume is True and out is None and run_options is not None:
+        out = run_options(build(cls, base, args)).get("out")  # the trainer's own default folder (voxel's)
+    resume_dir = _resume_dir(resume, out)
     if resume_dir is not None and (resume_dir / "config.json").exists():
         base = load_file(cls, resume_dir / "config.json", base)
     cfg = build(cls, base, args)
 
     options: dict[str, Any] = {}
-    run_options: Callable[[Any], dict[str, Any]] | None = getattr(config_module, "run_options", None)
     if run_options is not None:
         options.update(run_options(cfg))
     for key in ("out", "root", "name"):

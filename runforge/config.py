@@ -219,7 +219,8 @@ def markdown_table(cls: type) -> str:
         default = default_of(field)
         shown = "required" if default is _MISSING else json.dumps(to_jsonable(default))
         flag = f"--{field.name}" + (f" / --no_{field.name}" if _unwrap_optional(tp)[0] is bool else "")
-        rows.append(f"| `{flag}` | {type_name(tp)} | `{shown}` | {field.metadata.get('help', '')} |")
+        cells = (f"`{flag}`", type_name(tp), f"`{shown}`", field.metadata.get("help", ""))
+        rows.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     return "\n".join(rows) + "\n"
 
 

@@ -40,3 +40,15 @@ def test_keep_last_none_keeps_everything_and_max_mode_picks_the_highest(tmp_dir)
     assert sorted(p.name for p in (run.dir / "ckpts").glob("*.pkl")) == ["step_0001.pkl", "step_0002.pkl",
                                                                           "step_0003.pkl"]
     assert run.checkpoints.best().step == 2
+
+
+def test_a_fixed_checkpoint_name_keeps_one_entry_and_resumes_from_its_step(tmp_dir):
+    with runforge.Run(out="r", checkpoint_options={"pattern": "last.pt", "keep_last": 3}) as run:
+        for step in (10, 20, 30):
+            run.log(step, {"loss": 1.0})
+            run.checkpoint(step, {"step": step}, pickle.dump)
+    index = read_json(run.dir / "ckpts" / "index_rank0.json")["checkpoints"]
+    assert index == [{"step": 30, "file": "last.pt", "metric": None}]
+    with runforge.Run(resume=run.dir / "ckpts" / "last.pt", checkpoint_options={"pattern": "last.pt"}) as again:
+        assert again.start_step == 30
+    assert [line["step"] for line in runforge.read_metrics(run.dir)] == [10, 20, 30]

@@ -154,13 +154,27 @@ def create_app(roots: Sequence[str | os.PathLike[str]], *, token: str | None = N
         entry = entry_of(request)
         return _json(await run_in_threadpool(run_detail, entry))
 
-    def metrics_of(entry: RunEntry, names: list[str] | None, points: int, x_min: float | None,
-                   x_max: float | None) -> dict[str, Any]:
+    chart_cache: dict[tuple[Any, ...], tuple[tuple[Any, ...], bytes]] = {}
+
+    def metrics_body(entry: RunEntry, names: list[str] | None, points: int, x_min: float | None,
+                     x_max: float | None) -> bytes:
+        # Every open page of a run asks for the same series each second: answer from the last
+        # encoding until the log grows, so many viewers cost about as much as one.
         store = catalog.store(entry)
+        cache_key = (entry.dir, tuple(names) if names else None, points, x_min, x_max)
+        version = store.version
+        hit = chart_cache.get(cache_key)
+        if hit is not None and hit[0] == version:
+            return hit[1]
         available = store.names()
         chosen = available if names is None else [n for n in names if n in available]
         series = {name: store.chart(name, points, x_min, x_max) for name in chosen}
-        return {"names": available, "series": series, "lines": store.lines, "last_step": store.last_step}
+        body = _json({"names": available, "series": series, "lines": store.lines,
+                      "last_step": store.last_step}).body
+        if len(chart_cache) >= 256:
+            chart_cache.clear()
+        chart_cache[cache_key] = (version, body)
+        return body
 
     def points_of(request: Request) -> int:
         try:
@@ -173,9 +187,9 @@ def create_app(roots: Sequence[str | os.PathLike[str]], *, token: str | None = N
         entry = entry_of(request)
         raw = request.query_params.get("names")
         names = [n for n in raw.split(",") if n] if raw else None
-        data = await run_in_threadpool(metrics_of, entry, names, points_of(request),
+        body = await run_in_threadpool(metrics_body, entry, names, points_of(request),
                                        _float_param(request, "xmin"), _float_param(request, "xmax"))
-        return _json(data)
+        return Response(body, media_type="application/json", headers=SECURITY_HEADERS)
 
     async def events(request: Request) -> Response:
         entry = entry_of(request)

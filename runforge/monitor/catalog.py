@@ -13,13 +13,15 @@ import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from ..errors import BadInputError, RunNotFoundError
 from ..run.naming import RUN_FILE
 from ..run.read import read_info, read_status, summarize
-from .series import MetricStore
 from .snapshots import best_metric, latest_snapshot
+
+if TYPE_CHECKING:
+    from .series import MetricStore  # numpy: only the dashboard needs it, not `runforge runs`
 
 _SEGMENT = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]*$")
 
@@ -35,51 +37,42 @@ class RunEntry:
     root: Path
 
 
-def run_row(entry_dir: Path, snapshot_cache: dict[Path, Any] | None = None) -> dict[str, Any]:
+def run_row(run_dir: Path, *, inside_run: bool = False) -> dict[str, Any]:
     """One line of the runs table: name, trainer, status, step/max, ETA, best metric, started."""
-    summary = summarize(entry_dir)
-    latest = _latest_cached(entry_dir, snapshot_cache)
-    best = best_metric(latest[1] if latest else None, entry_dir)
+    summary = summarize(run_dir)
+    latest = latest_snapshot(run_dir, inside_run=inside_run)
+    best = best_metric(latest[1] if latest else None, run_dir)
     row = summary.to_dict()
-    paused = summary.status == "running" and bool((read_status(entry_dir) or {}).get("training_paused"))
+    paused = summary.status == "running" and bool((read_status(run_dir) or {}).get("training_paused"))
     row.update(best_name=best[0] if best else None, best=best[1] if best else None,
                last_snapshot_step=latest[0] if latest else None, paused=paused)
     return row
 
 
-def _latest_cached(run_dir: Path, cache: dict[Path, Any] | None) -> tuple[int, dict[str, Any]] | None:
-    """The latest snapshot; with a cache (the dashboard), read again only when a snapshot folder
-    changed, and only from folders inside the run."""
-    if cache is None:
-        return latest_snapshot(run_dir)
-    stamp = tuple(_mtime(run_dir / name) for name in ("stats", "Learn", RUN_FILE, "status.json"))
-    hit = cache.get(run_dir)
-    if hit is not None and hit[0] == stamp:
-        return hit[1]
-    latest = latest_snapshot(run_dir, inside_run=True)
-    cache[run_dir] = (stamp, latest)
-    return latest
-
-
-def _mtime(path: Path) -> int:
-    try:
-        return os.stat(path).st_mtime_ns
-    except OSError:
-        return 0
-
-
 def run_rows(roots: Iterable[str | os.PathLike[str]]) -> list[dict[str, Any]]:
     """Rows of every run under the roots, newest first (what `runforge runs` prints)."""
-    rows = [row for entry in Catalog(roots).entries() for row in _safe_row(entry.dir)]
+    rows = []
+    for entry in Catalog(roots).entries():
+        try:
+            rows.append(run_row(entry.dir))
+        except (RunNotFoundError, BadInputError):
+            continue  # a run being created, or a damaged run.json: not listed
     rows.sort(key=lambda r: r.get("created_at") or "", reverse=True)
     return rows
 
 
-def _safe_row(run_dir: Path, cache: dict[Path, Any] | None = None) -> list[dict[str, Any]]:
-    try:
-        return [run_row(run_dir, cache)]
-    except (RunNotFoundError, BadInputError):
-        return []  # a run being created, or a damaged run.json: not listed
+_ROW_SOURCES = (RUN_FILE, "status.json", "stats", "Learn")
+"""A finished run's row is read again only when one of these changed."""
+
+
+def _stamp(run_dir: Path) -> tuple[int, ...]:
+    stamp = []
+    for name in _ROW_SOURCES:
+        try:
+            stamp.append(os.stat(os.path.join(run_dir, name)).st_mtime_ns)
+        except OSError:
+            stamp.append(0)
+    return tuple(stamp)
 
 
 class Catalog:
@@ -95,7 +88,7 @@ class Catalog:
         self._lock = threading.Lock()
         self._entries: dict[str, RunEntry] = {}
         self._stores: dict[Path, MetricStore] = {}
-        self._snapshot_cache: dict[Path, Any] = {}
+        self._rows: dict[Path, tuple[tuple[int, ...], dict[str, Any]]] = {}
 
     def entries(self) -> list[RunEntry]:
         """Scan the roots again; a run's key is its directory name (made unique across roots)."""
@@ -143,11 +136,19 @@ class Catalog:
         return rows
 
     def row(self, entry: RunEntry) -> dict[str, Any] | None:
-        rows = _safe_row(entry.dir, self._snapshot_cache)
-        if not rows:
-            return None
-        rows[0].update(key=entry.key, root=str(entry.root))
-        return rows[0]
+        """The run's table row; a finished run's is cached until its files change (a running
+        run's status depends on the clock: a lost heartbeat turns it `crashed`)."""
+        stamp = _stamp(entry.dir)
+        hit = self._rows.get(entry.dir)
+        if hit is not None and hit[0] == stamp and hit[1]["status"] != "running":
+            row = hit[1]
+        else:
+            try:
+                row = run_row(entry.dir, inside_run=True)
+            except (RunNotFoundError, BadInputError):
+                return None
+            self._rows[entry.dir] = (stamp, row)
+        return {**row, "key": entry.key, "root": str(entry.root)}
 
     def warm(self, limit: int) -> None:
         """Read the metrics of the newest runs ahead of time: the first chart of a big run is then
@@ -166,6 +167,8 @@ class Catalog:
 
     def store(self, entry: RunEntry) -> MetricStore:
         """The run's metric columns, brought up to date with its train.jsonl."""
+        from .series import MetricStore
+
         with self._lock:
             store = self._stores.get(entry.dir)
             if store is None:

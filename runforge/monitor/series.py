@@ -14,7 +14,7 @@ import os
 import threading
 from array import array
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -69,6 +69,11 @@ class MetricStore:
         return self._lines
 
     @property
+    def version(self) -> tuple[Any, ...]:
+        """Changes whenever the columns do (new lines read, or the file replaced)."""
+        return (self._identity, self._offset)
+
+    @property
     def last_step(self) -> int | None:
         return self._last_step
 
@@ -93,7 +98,8 @@ class MetricStore:
             if end < 0:
                 return  # only part of a line so far: the writer has not finished it
             self._offset += end + 1
-            self._add(_parse_lines(data[: end + 1]))
+            for chunk in _chunks(data, end + 1):
+                self._add(_parse_lines(chunk))
             self._arrays.clear()
 
     def _add(self, records: list[Any]) -> None:
@@ -171,6 +177,21 @@ try:
     from orjson import loads as _loads  # ~2x faster than the json module on metric lines
 except ImportError:  # pragma: no cover - orjson is a dependency; the json module is the fallback
     _loads = json.loads
+
+
+PARSE_CHUNK_BYTES = 1 << 20
+"""Lines are parsed a megabyte at a time: one parser call holds the GIL throughout, and the
+server must keep answering other requests while it reads a big log."""
+
+
+def _chunks(data: bytes, end: int) -> Iterator[bytes]:
+    start = 0
+    while start < end:
+        stop = data.find(b"\n", min(start + PARSE_CHUNK_BYTES, end - 1)) + 1
+        if stop <= 0 or stop > end:
+            stop = end
+        yield data[start:stop]
+        start = stop
 
 
 def _parse_lines(data: bytes) -> list[Any]:

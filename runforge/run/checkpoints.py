@@ -85,8 +85,10 @@ class CheckpointManager:
         path = self.path_for(step)
         write_with(path, lambda f: save_fn(state, f))
         with self._lock:
-            entries = [e for e in self.entries() if e["step"] != step]
-            entries.append({"step": step, "file": path.relative_to(self.dir).as_posix(), "metric": metric})
+            name = path.relative_to(self.dir).as_posix()
+            # a pattern without {step} (last.pt) rewrites one file: it keeps one entry
+            entries = [e for e in self.entries() if e["step"] != step and e["file"] != name]
+            entries.append({"step": step, "file": name, "metric": metric})
             entries.sort(key=lambda e: e["step"])
             keep = self._keep(entries)
             # The index first: a kill between the two steps leaves an unlisted file, never a listed missing one.

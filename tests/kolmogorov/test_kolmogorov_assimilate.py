@@ -51,7 +51,8 @@ def test_assimilate_writes_figures_json_vorticity_png_and_posterior_arrays(train
         assert h5["mean"].shape == (1, 6, 2, 16, 16) and h5["baseline"].shape == (1, 6, 2, 16, 16)
         assert h5["y"].shape == y_shape
     # rows: truth, observed, 2 samples, mean, baseline; 6 states each (zoom 2, pad 2)
-    assert Image.open(out / "vorticity.png").size == (70 + 6 * (32 + 2), 2 + 6 * (32 + 2))
+    with Image.open(out / "vorticity.png") as picture:
+        assert picture.size == (70 + 6 * (32 + 2), 2 + 6 * (32 + 2))
 
 
 def test_bad_run_directories_get_one_line_errors(trained, tmp_path, capsys):

@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -34,14 +35,16 @@ class Server:
     """`runforge serve` in its own process, on a port it picks itself."""
 
     def __init__(self, *args: str, cwd: Path | None = None) -> None:
+        # stderr goes to a file: a pipe nobody reads could fill up and stall the server
+        self.stderr = tempfile.TemporaryFile()
         self.proc = subprocess.Popen([PYTHON, "-m", "runforge", "serve", "--port", "0", *args], cwd=cwd,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     stdout=subprocess.PIPE, stderr=self.stderr, text=True,
                                      env={**os.environ, **QUIET_ENV})
         first = self.proc.stdout.readline()
         match = re.search(r"http://([^/]+):(\d+)/", first)
         if not match:
             self.stop()
-            raise AssertionError(f"serve did not start: {first!r} {self.proc.stderr.read()}")
+            raise AssertionError(f"serve did not start: {first!r}")
         self.port = int(match.group(2))
         self.url = f"http://127.0.0.1:{self.port}"
         self.token = None
@@ -86,8 +89,11 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        for stream in (self.proc.stdout, self.proc.stderr):
-            stream.close()
+        self.proc.stdout.close()
+        self.stderr.seek(0)
+        errors = self.stderr.read().decode("utf-8", "replace")
+        self.stderr.close()
+        assert "Traceback" not in errors, errors  # the server never failed a request with an exception
 
 
 def start_toy(out: Path, *flags: str) -> subprocess.Popen:

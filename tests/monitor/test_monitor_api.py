@@ -165,3 +165,18 @@ def test_a_snapshot_folder_outside_the_run_is_read_by_the_cli_but_not_served(tmp
         assert status == 404 and b"0.5" not in body
     finally:
         server.stop()
+
+
+def test_charts_follow_a_growing_log(tmp_path):
+    run_dir = make_run(tmp_path / "runs", "growing", steps=5)
+    server = Server(str(tmp_path / "runs"))
+    try:
+        assert server.get_json("/api/run/growing/metrics")["series"]["loss"]["x"] == [1, 2, 3, 4, 5]
+        assert server.get_json("/api/run/growing/metrics")["lines"] == 5  # answered again, unchanged
+        with open(run_dir / "train.jsonl", "a") as f:
+            f.write(json.dumps({"step": 6, "time": 1.0, "loss": 0.5, "acc": 0.9}) + "\n")
+        grown = server.get_json("/api/run/growing/metrics")
+        assert grown["series"]["loss"]["x"][-1] == 6 and grown["series"]["acc"]["y"] == [0.9]
+        assert grown["names"] == ["acc", "loss", "losses.l1"] and grown["last_step"] == 6
+    finally:
+        server.stop()

@@ -86,3 +86,16 @@ def test_store_survives_a_damaged_line_in_the_middle(tmp_path):
     store = MetricStore(path)
     store.refresh()
     assert store.series("loss")[0].tolist() == [1, 3]
+
+
+def test_store_parses_a_big_append_in_pieces_without_losing_lines(tmp_path, monkeypatch):
+    from runforge.monitor import series
+
+    monkeypatch.setattr(series, "PARSE_CHUNK_BYTES", 64)  # many pieces, boundaries inside lines
+    path = tmp_path / "train.jsonl"
+    _append(path, [{"step": s, "loss": s / 7, "val": {"loss": s / 3}} for s in range(1, 501)])
+    store = MetricStore(path)
+    store.refresh()
+    steps, values = store.series("loss")
+    assert steps.tolist() == list(range(1, 501)) and np.allclose(values, np.arange(1, 501) / 7)
+    assert store.series("val.loss")[0].tolist() == list(range(1, 501)) and store.lines == 500

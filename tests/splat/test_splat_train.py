@@ -160,3 +160,25 @@ def test_torchrun_two_ranks_on_gloo(scene: Path, tmp_path: Path) -> None:
 def test_docs_hold_the_generated_flags_table() -> None:
     docs = (ROOT / "docs" / "splat.md").read_text(encoding="utf-8")
     assert markdown_table(Config) in docs
+
+
+def test_mcmc_strategy_trains_and_grows(scene: Path, tmp_path: Path) -> None:
+    out = tmp_path / "mcmc"
+    assert main(["train", "splat", "--preset", "tiny", "--data_dir", str(scene), "--out", str(out), "--strategy",
+                 "mcmc", "--init_opa", "0.5", "--max_steps", "6", "--save_steps", "6", "--eval_steps", "6",
+                 "--ply_steps", "6", "--traj_frames", "0", "--progress", "lines"]) == 0
+    events = (out / "events.log").read_text()
+    assert "step 4: relocated" in events and "added 7" in events
+    ckpt = torch.load(out / "ckpts" / "ckpt_5_rank0.pt", weights_only=False)
+    n = ckpt["splats"]["means"].shape[0]
+    assert n > 140  # grew 5 % per refine from the SfM points
+    (state,) = ckpt["optimizers"]["means"]["state"].values()
+    assert state["exp_avg"].shape == (n, 3)
+
+
+def test_help_lists_the_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "splat", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "--strategy {default,mcmc}" in out and "--backend {auto,torch,gsplat}" in out

@@ -309,3 +309,32 @@ def test_a_plateau_boosts_the_learning_rate_of_the_loop(tmp_path):
     assert all(factors[step] == pytest.approx(1.0) for step in (1, 2, 3, 6, 7, 8))
     final = snapshots(run_dir)["Statistik_10.json"]
     assert final["adaptive_boost_count"] == 2 and final["lr_phase_name"] in ("boost", "cosine")
+
+
+def test_resume_given_the_checkpoint_file_continues_from_its_step(tmp_path, capsys):
+    run_dir = run_tiny(tmp_path, replace(TINY, steps=8))  # last.pt written at steps 4 and 8
+    code = main(["train", "sr", "--preset", "tiny", "--steps", "12", "--resume", str(run_dir / "ckpts" / "last.pt"),
+                 "--progress", "lines", "--no_tensorboard"])
+    steps = [json.loads(line)["step"] for line in (run_dir / "train.jsonl").read_text().splitlines()
+             if '"losses"' in line]
+    assert "holds step 8, but the run resumes at step" not in capsys.readouterr().err  # the trainer's guard
+    assert code == 0 and steps == [2, 4, 6, 8, 10, 12]
+
+
+def test_upscale_applies_the_best_model_of_a_run(tmp_path, capsys):
+    from runforge.trainers.sr.data import load_image
+    from runforge.trainers.sr.model import SRNet
+
+    run_dir = run_tiny(tmp_path, replace(TINY, steps=4))
+    _write_png(tmp_path / "in" / "photo.png", 20)
+    assert main(["upscale", str(run_dir), str(tmp_path / "in" / "photo.png"), "-o", str(tmp_path / "out")]) == 0
+    result = load_image(tmp_path / "out" / "photo_x2.png", 1)
+    assert result.shape == (3, 40, 40)
+    best = torch.load(run_dir / "ckpts" / "best.pt", weights_only=True)
+    model = SRNet(2, TINY.channels, TINY.blocks)
+    model.load_state_dict(best["model"])
+    with torch.no_grad():
+        expected = model(load_image(tmp_path / "in" / "photo.png", 1).float().div(255)[None]).clamp(0, 1)[0]
+    assert (result.float() - expected * 255).abs().max() <= 0.51  # the same model, rounded to 8 bits
+    assert main(["upscale", str(tmp_path / "in" / "photo.png"), str(tmp_path / "in" / "photo.png")]) == 2
+    assert f"{tmp_path / 'in' / 'photo.png'}: is not an sr checkpoint" in capsys.readouterr().err

@@ -16,3 +16,12 @@ def test_docs_hold_the_generated_flags_table() -> None:
 def test_presets_are_valid_configs() -> None:
     for preset in PRESETS.values():
         preset.check()
+
+
+def test_config_and_cli_modules_do_not_import_torch() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, runforge.trainers.voxel.config, runforge.trainers.voxel.cli, runforge.trainers.voxel.export; "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -10,8 +10,21 @@ import pytest
 
 from runforge.cli import main
 from runforge.errors import BadInputError
-from runforge.trainers.voxel.dataset import SAMPLE_DATASET, SAMPLE_MAP, read_cameras, resolve_dataset, resolve_map
-from runforge.trainers.voxel.map_io import DEFAULT_SIZE, PALETTE, VoxelMap, parse_map, read_map, write_map
+from runforge.trainers.voxel.dataset import (
+    SAMPLE_DATASET,
+    SAMPLE_MAP,
+    read_cameras,
+    resolve_dataset,
+    resolve_map,
+)
+from runforge.trainers.voxel.map_io import (
+    DEFAULT_SIZE,
+    PALETTE,
+    VoxelMap,
+    parse_map,
+    read_map,
+    write_map,
+)
 
 
 def test_round_trip_keeps_unknown_keys_and_sorts_blocks(tmp_path: Path) -> None:

@@ -10,19 +10,32 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from runforge.cli import main  # noqa: E402
-from runforge.trainers.voxel.dataset import Camera, look_at, orbit_cameras, read_cameras, read_image  # noqa: E402
-from runforge.trainers.voxel.grid import DifferentiableVoxelGrid, regularisers  # noqa: E402
-from runforge.trainers.voxel.map_io import COLORS, MATERIAL_INDEX, VoxelMap, write_map  # noqa: E402
-from runforge.trainers.voxel.render import (  # noqa: E402
-    AMBIENT, camera_rays, composite, hard_volume, render_map, render_view, traverse)
+from runforge.cli import main
+from runforge.trainers.voxel.dataset import (
+    Camera,
+    look_at,
+    orbit_cameras,
+    read_cameras,
+    read_image,
+)
+from runforge.trainers.voxel.grid import DifferentiableVoxelGrid, regularisers
+from runforge.trainers.voxel.map_io import COLORS, MATERIAL_INDEX, VoxelMap, write_map
+from runforge.trainers.voxel.render import (
+    AMBIENT,
+    camera_rays,
+    composite,
+    hard_volume,
+    render_map,
+    render_view,
+    traverse,
+)
 
 torch.set_num_threads(1)
 
 
 def orthographic_top_camera(size: int, pixels: int) -> Camera:
     """Looks straight down at a size x size floor; pixel (i, j) sees the column x = j, z = i when pixels == size."""
-    view = look_at(np.array([size / 2, 50.0, size / 2]), np.array([size / 2, 0.0, size / 2]), np.array([0.0, 0.0, -1.0]))
+    view = look_at(np.array([size / 2, 50.0, size / 2]), np.array([size / 2, 0.0, size / 2]), (0.0, 0.0, -1.0))
     proj = np.eye(4)
     proj[0, 0] = proj[1, 1] = 2 / size
     proj[2, 2], proj[2, 3] = -2 / 100, -1.0  # depth 0..100 -> -1..1
@@ -74,7 +87,7 @@ def test_gradients_reach_both_logit_tensors() -> None:
     vmap = single_block_map(1, 1, "Grass", size=6)
     grid = DifferentiableVoxelGrid.initialise("ground_plane", vmap)
     camera = orbit_cameras(grid.size, 1, 16)[0]
-    rgb, alpha = render_view(grid.volume(1.5), camera, grid.size)
+    rgb, _ = render_view(grid.volume(1.5), camera, grid.size)
     target = torch.zeros_like(rgb)
     loss = (rgb - target).square().mean() + sum(regularisers(grid, 1.5).values())
     loss.backward()
@@ -127,3 +140,21 @@ def test_hard_volume_ignores_air() -> None:
     vmap.occupied[1, 0, 1] = True  # occupied but Air: not a block
     volume = hard_volume(vmap)
     assert int((volume[:, 0] > 0).sum()) == 1
+
+
+def test_uncached_and_chunked_paths_render_the_same() -> None:
+    from runforge.trainers.voxel.guidance import SegmentCache
+    from runforge.trainers.voxel.render import traverse_in_chunks
+
+    grid = DifferentiableVoxelGrid.initialise("cube", VoxelMap.empty((6, 6, 6)))
+    camera = orbit_cameras(grid.size, 1, 20)[0]
+    volume = grid.volume(1.0).detach()
+    cached = SegmentCache(grid.size, 1.0, torch.device("cpu"))
+    too_big = SegmentCache(grid.size, 1.0, torch.device("cpu"), budget=0)  # big images: never traversed whole
+    assert torch.allclose(cached.render(volume, camera), too_big.render(volume, camera), atol=1e-6)
+    pixels = torch.tensor([3, 150, 210, 399])
+    for a, b in zip(composite(volume, cached.rays(camera, pixels)), composite(volume, too_big.rays(camera, pixels))):
+        assert torch.allclose(a, b, atol=1e-6)
+    origins, directions = camera_rays(camera)
+    whole, chunked = traverse(origins, directions, grid.size), traverse_in_chunks(origins, directions, grid.size, chunk=7)
+    assert torch.equal(whole.ray, chunked.ray) and torch.equal(whole.cell, chunked.cell)

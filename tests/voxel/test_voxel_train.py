@@ -9,8 +9,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from runforge.cli import main  # noqa: E402
-from runforge.run import Run, read_metrics  # noqa: E402
+from runforge.cli import main
+from runforge.run import Run, read_metrics
 
 torch.set_num_threads(1)
 FAST = ["--resolution", "24", "--rays_per_step", "256", "--no_tensorboard", "--progress", "lines"]
@@ -130,3 +130,21 @@ def test_bad_input_fails_before_any_run_exists(workspace: Path, capsys: pytest.C
     assert main(["train", "voxel", "--dataset_id", "3", "--map_id", "1"]) == 2
     assert "photometric guidance needs a reference image" in capsys.readouterr().err
     assert not (workspace / "out_local").exists()
+
+
+def test_validate_command_logs_psnr_over_all_views(workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from runforge.run import Control
+
+    poll = Run.poll
+
+    def validate_at_step_2(self: Run, step: int | None = None, **kwargs: object) -> Control:
+        answer = poll(self, step, **kwargs)
+        return Control(validate=True) if step == 2 else answer  # what `runforge ctl RUN validate` asks for
+
+    monkeypatch.setattr(Run, "poll", validate_at_step_2)
+    assert main(["train", "voxel", "--steps", "3", "--no_export", *FAST]) == 0
+    run = workspace / "out_local" / "sds_training"
+    validations = [line for line in read_metrics(run) if "val" in line]
+    assert [line["step"] for line in validations] == [2]
+    assert validations[0]["val"]["psnr"] > 15  # from_map starts close to the views it was rendered into
+    assert "validation at step 2: PSNR" in (run / "events.log").read_text()

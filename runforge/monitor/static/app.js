@@ -110,7 +110,11 @@ function runsView() {
     location.href = "/compare?runs=" + [...state.selected].map(encodeURIComponent).join(",");
   });
 
+  let shown = "";
   function render() {
+    const signature = JSON.stringify([state.rows, state.sort, state.desc, state.filter, [...state.selected]]);
+    if (signature === shown) return;  // unchanged: keep the rows a click may be on
+    shown = signature;
     for (const th of head.querySelectorAll("th.sortable")) {
       th.classList.toggle("sorted-asc", th.dataset.sort === state.sort && !state.desc);
       th.classList.toggle("sorted-desc", th.dataset.sort === state.sort && state.desc);
@@ -319,6 +323,9 @@ function runView(key) {
   }
 
   function renderSnapshots(list, groups) {
+    const signature = list.map(s => s.step + ":" + s.file).join(",");
+    if (signature === state.snapshotSignature) return;  // unchanged: keep the elements a click may be on
+    state.snapshotSignature = signature;
     const items = list.slice().reverse().map(s => {
       const li = el("li", { "data-step": s.step, className: state.snapshot === s.step ? "selected" : "" },
         el("button", { className: "view-snapshot", onclick: () => openSnapshot(s.step, groups) }, "view"),
@@ -342,16 +349,22 @@ function runView(key) {
     const data = result.data;
     const rows = [];
     const shown = new Set();
+    const valueCell = (v) => v === null || v === undefined ? el("td", { className: "msg" }, "null") : el("td", { className: "num" }, fmt(v));
     for (const [group, fields] of Object.entries(groups)) {
       const present = fields.filter(f => f in data);
+      present.forEach(f => shown.add(f));
       if (!present.length) continue;
+      if (present.every(f => data[f] === null)) {  // a trainer without this part: one line, not a column of nulls
+        rows.push(el("tr", { className: "group" }, el("td", {}, group), el("td", { className: "msg" }, "null (" + present.join(", ") + ")")));
+        continue;
+      }
       rows.push(el("tr", { className: "group" }, el("td", { colspan: 2 }, group)));
-      for (const f of present) { shown.add(f); rows.push(el("tr", {}, el("td", {}, f), el("td", { className: "num" }, fmt(data[f])))); }
+      for (const f of present) rows.push(el("tr", {}, el("td", {}, f), valueCell(data[f])));
     }
     const other = Object.keys(data).filter(f => !shown.has(f));
     if (other.length) {
       rows.push(el("tr", { className: "group" }, el("td", { colspan: 2 }, "trainer")));
-      for (const f of other) rows.push(el("tr", {}, el("td", {}, f), el("td", { className: "num" }, fmt(data[f]))));
+      for (const f of other) rows.push(el("tr", {}, el("td", {}, f), valueCell(data[f])));
     }
     snapshotView.replaceChildren(el("div", { className: "meta" }, `${result.file} (step ${step})`),
       el("table", { id: "snapshot-table" }, el("tbody", {}, rows)));

@@ -38,7 +38,7 @@ def render(backend: str, splats: torch.nn.ParameterDict, viewmats: Tensor, Ks: T
         colors, alphas, info = rasterization(
             means=means, quats=quats, scales=scales, opacities=opacities, colors=sh, viewmats=viewmats, Ks=Ks,
             width=width, height=height, sh_degree=sh_degree, near_plane=near_plane, far_plane=far_plane,
-            backgrounds=backgrounds, absgrad=True, rasterize_mode="antialiased" if antialiased else "classic")
+            backgrounds=backgrounds, packed=False, absgrad=True, rasterize_mode="antialiased" if antialiased else "classic")
         if info["radii"].dim() == 3:  # gsplat >= 1.5 gives per-axis radii [C, N, 2]
             info["radii"] = info["radii"].max(-1).values
         return colors, alphas, info

@@ -3,7 +3,7 @@
     runforge data synthetic-scene data/synthetic
     runforge train splat --preset cpu --data_dir data/synthetic --out results/synthetic
     runforge train splat --out results/synthetic --resume            # continue from the last checkpoint
-    runforge train splat --data_dir data/synthetic --ckpt results/synthetic/ckpts/ckpt_2999_rank0.pt --out results/eval
+    runforge train splat --data_dir data/synthetic --ckpt results/synthetic/ckpts/ckpt_1499_rank0.pt --out results/eval
     torchrun --standalone --nproc_per_node 2 -m runforge train splat --preset cpu --data_dir data/synthetic --out results/ddp
 
 Steps are 0-based as in the seed: `--eval_steps 7000` evaluates after step 6999.
@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from ...config import to_dict
-from ...errors import BadInputError
+from ...errors import BadInputError, ConfigError
 from ...run import Run
 from ...run._atomic import write_json
 from .backend import choose_backend, render
@@ -199,6 +199,8 @@ def train(cfg: Config, run: Run) -> None:
     device = setup_distributed(run)
     rank, world_size = run.rank, run.world_size
     backend = choose_backend(cfg.backend, device)
+    if cfg.absgrad and backend == "torch":
+        raise ConfigError(None, "--absgrad: needs the gsplat backend (the torch rasterizer gives plain gradients)")
     parser = Parser(cfg.data_dir, cfg.data_factor, cfg.normalize_world_space, cfg.test_every)
     if not parser.train_indices:
         raise BadInputError(cfg.data_dir, f"no training images (all {len(parser)} are held out by --test_every)")
@@ -314,5 +316,6 @@ def train(cfg: Config, run: Run) -> None:
         import torch.distributed as dist
 
         dist.barrier()
-    run.event(f"splat: done in {time.perf_counter() - t_start:.1f} s with {splats['means'].shape[0]} Gaussians",
+    how = "stopped" if run.stop_requested else "done"
+    run.event(f"splat: {how} after {time.perf_counter() - t_start:.1f} s with {splats['means'].shape[0]} Gaussians",
               console=True)

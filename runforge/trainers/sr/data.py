@@ -125,7 +125,7 @@ def _random_color(rng: random.Random, dark: bool | None = None) -> tuple[int, in
 
 def _background(rng: random.Random, size: int) -> np.ndarray:
     """A smooth (size, size, 3) float image: a linear or radial gradient, or multi-octave value noise."""
-    y, x = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    y, x = (axis.astype(np.float32) / size for axis in np.ogrid[0:size, 0:size])  # (size, 1), (1, size)
     a, b = np.array(_random_color(rng), np.float32), np.array(_random_color(rng), np.float32)
     kind = rng.choice(("linear", "radial", "noise"))
     if kind == "linear":
@@ -175,7 +175,7 @@ def texture(size: int, seed: int) -> PILImage:
         else:
             period = rng.uniform(6, 40)
             angle = rng.uniform(0, math.pi)
-            yy, xx = np.mgrid[0:big, 0:big].astype(np.float32)
+            yy, xx = (axis.astype(np.float32) for axis in np.ogrid[0:big, 0:big])
             u = xx * math.cos(angle) + yy * math.sin(angle)
             if kind == "stripes":
                 on = (u / period) % 1.0 < rng.uniform(0.3, 0.7)

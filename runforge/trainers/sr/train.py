@@ -177,6 +177,10 @@ def train(cfg: Config, run: Run) -> None:
             best_quality, loss_sums, loss_steps = state["best_quality"], state["loss_sums"], state["loss_steps"]
         except Exception as exc:  # unpickling, missing keys, shapes of another config: all one answer
             raise BadInputError(path, f"is not a resumable sr checkpoint of this config ({type(exc).__name__}: {exc})") from None
+        if state["step"] != run.start_step:
+            # The index lists last.pt once per save; resuming from the file may pick an older entry.
+            raise BadInputError(path, f"holds step {state['step']}, but the run resumes at step {run.start_step}; "
+                                      f"resume with the run directory instead (--out {run.dir} --resume)")
 
     def training_state(step: int) -> dict[str, Any]:
         return to_cpu({

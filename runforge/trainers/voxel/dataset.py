@@ -17,9 +17,10 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -44,7 +45,7 @@ class Camera:
         return {"index": self.index, "width": self.width, "height": self.height,
                 "view": np.round(self.view, 6).tolist(), "proj": np.round(self.proj, 6).tolist()}
 
-    def resized(self, width: int, height: int) -> "Camera":
+    def resized(self, width: int, height: int) -> Camera:
         """The same camera at another image size (clip space does not depend on pixels)."""
         return Camera(self.index, width, height, self.view, self.proj, self.depth)
 
@@ -97,7 +98,7 @@ def write_cameras(path: str | os.PathLike[str], cameras: Sequence[Camera]) -> No
     write_json(path, {"depth": depth, "views": [c.to_json() for c in cameras]})
 
 
-def look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray = np.array([0.0, 1.0, 0.0])) -> np.ndarray:
+def look_at(eye: np.ndarray, target: np.ndarray, up: Sequence[float] = (0.0, 1.0, 0.0)) -> np.ndarray:
     """World-to-camera matrix of a camera at `eye` looking at `target` (camera -Z forward, +Y up)."""
     forward = target - eye
     forward = forward / np.linalg.norm(forward)
@@ -161,9 +162,6 @@ def read_image(path: Path, width: int, height: int) -> np.ndarray:
 class Dataset:
     dir: Path
     cameras: list[Camera]
-
-    def has_images(self) -> bool:
-        return all(image_path(self.dir, c.index).is_file() for c in self.cameras)
 
 
 def read_dataset(dataset_dir: str | os.PathLike[str]) -> Dataset:

@@ -10,16 +10,26 @@
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from ...errors import BadInputError
 from .dataset import Camera, image_path, read_image
-from .render import BACKGROUND, Segments, camera_rays, composite, over, traverse
+from .render import (
+    BACKGROUND,
+    Segments,
+    camera_rays,
+    composite,
+    over,
+    traverse,
+    traverse_in_chunks,
+)
 
 SEGMENT_CACHE_BYTES = 1 << 30
 """Per-camera ray segments are kept up to this size: training revisits the same cameras."""
@@ -35,27 +45,43 @@ def _select_rays(seg: Segments, pixels: torch.Tensor) -> Segments:
 
 
 class SegmentCache:
-    """Ray segments of the dataset's cameras, computed once (they depend on the camera, not on the grid)."""
+    """Ray segments of the dataset's cameras, kept after the first use: they depend on the camera, not on the grid.
 
-    def __init__(self, size: Sequence[int], block_size: float, device: torch.device) -> None:
-        self.size, self.block_size, self.device = tuple(size), block_size, device
+    A camera whose segments could exceed the budget on its own (big images) is never traversed whole:
+    its ray subsets are traversed on demand and its full images are rendered in chunks of rays.
+    """
+
+    BYTES_PER_SEGMENT = 28  # ray, cell (int64), length, shade (float32)
+
+    def __init__(self, size: Sequence[int], block_size: float, device: torch.device,
+                 budget: int = SEGMENT_CACHE_BYTES) -> None:
+        self.size, self.block_size, self.device, self.budget = tuple(size), block_size, device, budget
         self._cache: dict[int, Segments] = {}
         self._bytes = 0
 
-    def get(self, camera: Camera) -> Segments:
+    def _cached(self, camera: Camera) -> Segments | None:
         seg = self._cache.get(camera.index)
-        if seg is None:
+        most = camera.width * camera.height * (sum(self.size) + 3) * self.BYTES_PER_SEGMENT
+        if seg is None and self._bytes + most <= self.budget:
             origins, directions = camera_rays(camera, self.block_size, self.device)
             seg = traverse(origins, directions, self.size)
-            cost = len(seg.ray) * 28
-            if self._bytes + cost <= SEGMENT_CACHE_BYTES:
-                self._cache[camera.index] = seg
-                self._bytes += cost
+            self._cache[camera.index] = seg
+            self._bytes += len(seg.ray) * self.BYTES_PER_SEGMENT
         return seg
+
+    def rays(self, camera: Camera, pixels: torch.Tensor | None = None) -> Segments:
+        """The segments of `camera`'s pixels `pixels` (sorted flat indices; None: all), numbered 0..len(pixels)-1."""
+        seg = self._cached(camera)
+        if seg is not None:
+            return seg if pixels is None else _select_rays(seg, pixels)
+        origins, directions = camera_rays(camera, self.block_size, self.device)
+        if pixels is not None:
+            origins, directions = origins[pixels], directions[pixels]
+        return traverse_in_chunks(origins, directions, self.size)
 
     def render(self, volume: torch.Tensor, camera: Camera, background: Sequence[float] = BACKGROUND) -> torch.Tensor:
         """The full image (H, W, 3) over `background`."""
-        premultiplied, alpha = composite(volume, self.get(camera))
+        premultiplied, alpha = composite(volume, self.rays(camera))
         return over(premultiplied, alpha, background).reshape(camera.height, camera.width, 3)
 
 
@@ -67,32 +93,43 @@ class Photometric:
     def __init__(self, dataset_dir: Path, cameras: Sequence[Camera], segments: SegmentCache,
                  background: Sequence[float] = BACKGROUND) -> None:
         self.segments = segments
-        self.background = torch.tensor(background, device=segments.device)
+        self.background = tuple(background)
+        background_rgb = torch.tensor(background, device=segments.device)
         self.targets: list[tuple[torch.Tensor, torch.Tensor | None]] = []
         for camera in cameras:
             path = image_path(dataset_dir, camera.index)
             rgba = torch.from_numpy(read_image(path, camera.width, camera.height)).reshape(-1, 4).to(segments.device)
             has_alpha = _has_alpha(path)
             alpha = rgba[:, 3]
-            target_rgb = rgba[:, :3] * alpha[:, None] + (1 - alpha[:, None]) * self.background
+            target_rgb = rgba[:, :3] * alpha[:, None] + (1 - alpha[:, None]) * background_rgb
             self.targets.append((target_rgb, alpha if has_alpha else None))
         self.cameras = list(cameras)
 
     def loss(self, volume: torch.Tensor, position: int, generator: torch.Generator, rays: int = 0) -> torch.Tensor:
         camera = self.cameras[position]
-        seg = self.segments.get(camera)
         target_rgb, target_alpha = self.targets[position]
-        if 0 < rays < seg.num_rays:
-            pixels = torch.randperm(seg.num_rays, generator=generator)[:rays].sort().values.to(volume.device)
-            seg = _select_rays(seg, pixels)
+        count = camera.width * camera.height
+        if 0 < rays < count:
+            pixels = torch.randperm(count, generator=generator)[:rays].sort().values.to(volume.device)
             target_rgb = target_rgb[pixels]
             target_alpha = None if target_alpha is None else target_alpha[pixels]
-        premultiplied, alpha = composite(volume, seg)
-        rgb = over(premultiplied, alpha, self.background.tolist())
+        else:
+            pixels = None
+        premultiplied, alpha = composite(volume, self.segments.rays(camera, pixels))
+        rgb = over(premultiplied, alpha, self.background)
         loss = F.mse_loss(rgb, target_rgb)
         if target_alpha is not None:
             loss = loss + F.mse_loss(alpha, target_alpha)
         return loss
+
+
+    def psnr(self, volume: torch.Tensor) -> float:
+        """PSNR (dB) of the whole views over the background against the references, from the mean squared error."""
+        errors = []
+        for camera, (target_rgb, _) in zip(self.cameras, self.targets):
+            rgb = self.segments.render(volume, camera, self.background).reshape(-1, 3)
+            errors.append(F.mse_loss(rgb, target_rgb).item())
+        return 10 * math.log10(1 / max(sum(errors) / len(errors), 1e-12))
 
 
 def _has_alpha(path: Path) -> bool:

@@ -67,7 +67,7 @@ class VoxelMap:
         return int(self.occupied.sum())
 
     @classmethod
-    def empty(cls, size: tuple[int, int, int] = DEFAULT_SIZE, block_size: float = 1.0) -> "VoxelMap":
+    def empty(cls, size: tuple[int, int, int] = DEFAULT_SIZE, block_size: float = 1.0) -> VoxelMap:
         return cls(np.zeros(size, bool), np.zeros(size, np.int8), block_size)
 
     def to_document(self, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -77,8 +77,8 @@ class VoxelMap:
             block: dict[str, Any] = {"position": [x, y, z], "blockType": PALETTE[self.material[x, y, z]]}
             block.update(self.block_extras.get((x, y, z), {}))
             blocks.append(block)
-        doc = {"sequence": 1, "worldConfig": {}, "blocks": None, "metadata": {}}
-        doc = dict(self.document) if self.document else doc  # the file's key order, unknown keys included
+        # the file's key order, unknown keys included
+        doc = dict(self.document) or {"sequence": 1, "worldConfig": {}, "blocks": None, "metadata": {}}
         world = dict(doc.get("worldConfig") or {})
         world.update(size=list(self.size), blockSize=self.block_size)
         doc["worldConfig"] = world
@@ -152,15 +152,8 @@ def read_map(path: str | os.PathLike[str]) -> VoxelMap:
     return parse_map(doc, path)
 
 
-def dumps_map(document: dict[str, Any]) -> str:
-    """The bytes of a map file: the run layer's JSON style (2-space indent, UTF-8)."""
-    from ...run._atomic import dumps_pretty
-
-    return dumps_pretty(document)
-
-
 def write_map(path: str | os.PathLike[str], vmap: VoxelMap, metadata: dict[str, Any] | None = None) -> Path:
-    """Write a map.json atomically."""
-    from ...run._atomic import write_bytes
+    """Write a map.json atomically, in the run layer's JSON style (2-space indent, UTF-8)."""
+    from ...run._atomic import write_json
 
-    return write_bytes(path, dumps_map(vmap.to_document(metadata)).encode("utf-8"))
+    return write_json(path, vmap.to_document(metadata))

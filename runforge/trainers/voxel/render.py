@@ -21,8 +21,8 @@ Shapes: R rays, N packed segments (ray-major), V = X*Y*Z voxels.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -131,6 +131,17 @@ def traverse(origins: torch.Tensor, directions: torch.Tensor, size: Sequence[int
     return Segments(hit.index_select(0, row), cell, length, shade, len(origins))
 
 
+def traverse_in_chunks(origins: torch.Tensor, directions: torch.Tensor, size: Sequence[int], shading: bool = True,
+                       chunk: int = 1 << 14) -> Segments:
+    """`traverse` on `chunk` rays at a time, so the (R, K) crossing tables stay small; the same Segments."""
+    parts = [traverse(origins[b : b + chunk], directions[b : b + chunk], size, shading) for b in range(0, len(origins), chunk)]
+    if len(parts) == 1:
+        return parts[0]
+    offsets = [b for b in range(0, len(origins), chunk)]
+    return Segments(torch.cat([p.ray + o for p, o in zip(parts, offsets)]), torch.cat([p.cell for p in parts]),
+                    torch.cat([p.length for p in parts]), torch.cat([p.shade for p in parts]), len(origins))
+
+
 def _segment_starts(ray: torch.Tensor, num_rays: int) -> torch.Tensor:
     counts = torch.bincount(ray, minlength=num_rays)
     return torch.cumsum(counts, 0) - counts
@@ -164,15 +175,10 @@ def composite(volume: torch.Tensor, seg: Segments) -> tuple[torch.Tensor, torch.
 
 def render_view(volume: torch.Tensor, camera: Camera, size: Sequence[int], block_size: float = 1.0,
                 shading: bool = True, chunk: int = 1 << 14) -> tuple[torch.Tensor, torch.Tensor]:
-    """Premultiplied image (H, W, 3) and coverage (H, W) of `volume` from `camera`, in chunks of rays."""
+    """Premultiplied image (H, W, 3) and coverage (H, W) of `volume` from `camera`."""
     origins, directions = camera_rays(camera, block_size, volume.device)
-    colours, alphas = [], []
-    for begin in range(0, len(origins), chunk):
-        seg = traverse(origins[begin : begin + chunk], directions[begin : begin + chunk], size, shading)
-        rgb, alpha = composite(volume, seg)
-        colours.append(rgb)
-        alphas.append(alpha)
-    return torch.cat(colours).reshape(camera.height, camera.width, 3), torch.cat(alphas).reshape(camera.height, camera.width)
+    rgb, alpha = composite(volume, traverse_in_chunks(origins, directions, size, shading, chunk))
+    return rgb.reshape(camera.height, camera.width, 3), alpha.reshape(camera.height, camera.width)
 
 
 def over(premultiplied: torch.Tensor, alpha: torch.Tensor, background: Sequence[float] = BACKGROUND) -> torch.Tensor:

@@ -20,19 +20,30 @@ from typing import Any
 
 import torch
 
+from ...errors import ConfigError
 from ...run import Run
 from .config import Config
-from .export import COPY_MAP, FINAL_MAP, export_training
 from .dataset import SAMPLE_DIR, Camera, read_dataset, resolve_dataset, resolve_map
+from .export import COPY_MAP, FINAL_MAP, export_training
 from .grid import DifferentiableVoxelGrid, regularisers
 from .guidance import SDS, Photometric, SegmentCache, load_sds
 from .map_io import read_map
 
 
 def pick_device(choice: str) -> torch.device:
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(None, "--device cuda: no CUDA device is available to this torch build; use --device cpu")
     if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
         return torch.device("cuda")
     return torch.device("cpu")
+
+
+def fit_resolution(camera: Camera, resolution: int | None) -> Camera:
+    """The camera with its longer side at `resolution` pixels, aspect kept (None: as the dataset has it)."""
+    if resolution is None:
+        return camera
+    scale = resolution / max(camera.width, camera.height)
+    return camera.resized(max(1, round(camera.width * scale)), max(1, round(camera.height * scale)))
 
 
 def scheduled(step: int, every: int, last: int) -> bool:
@@ -98,17 +109,20 @@ def summary(run: Run, blocks: int, stats: dict[str, Any]) -> str:
 
 def train(cfg: Config, run: Run) -> None:
     device = pick_device(cfg.device)
+    if device.type == "cpu" and cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
 
     # ---- the world and the views
     map_path, bundled_map = resolve_map(cfg.source_map_id)
     dataset_dir, bundled_data = resolve_dataset(cfg.dataset_id)
-    if bundled_map or bundled_data:
-        run.event(f"maps/1 or datasets/1 not found here: using the bundled sample ({SAMPLE_DIR})", console=True)
+    for missing, bundled in (("maps/1/map.json", bundled_map), ("datasets/1/", bundled_data)):
+        if bundled:
+            run.event(f"{missing} not found here: using the bundled sample ({SAMPLE_DIR})", console=True)
     source = read_map(map_path)
     dataset = read_dataset(dataset_dir)
-    cameras: list[Camera] = [c.resized(cfg.resolution, cfg.resolution) if cfg.resolution else c for c in dataset.cameras]
+    cameras: list[Camera] = [fit_resolution(c, cfg.resolution) for c in dataset.cameras]
     grid = DifferentiableVoxelGrid.initialise(cfg.init_mode, source).to(device)
     optimizer = torch.optim.Adam(grid.parameters(), lr=cfg.lr)
     segments = SegmentCache(grid.size, source.block_size, device)
@@ -121,7 +135,7 @@ def train(cfg: Config, run: Run) -> None:
                             t_max_start=cfg.t_max_start, t_max_end=cfg.t_max_end, grad_clip=cfg.grad_clip)
 
     if run.resume_checkpoint is not None:
-        state = torch.load(run.resume_checkpoint.path, map_location=device, weights_only=True)
+        state = torch.load(run.resume_checkpoint.path, map_location="cpu", weights_only=True)  # RNG state stays on CPU
         grid.load_state_dict(state["grid"])
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])
@@ -130,7 +144,6 @@ def train(cfg: Config, run: Run) -> None:
                   f"{len(cameras)} cameras from {dataset_dir}, guidance {guidance.name}", console=True)
         print(plan(cfg, source.num_blocks, cameras[0].width, cameras[0].height), flush=True)
 
-    step = run.start_step
     stopped = False
     for step in range(run.start_step + 1, cfg.steps + 1):
         progress = (step - 1) / max(cfg.steps - 1, 1)
@@ -154,10 +167,20 @@ def train(cfg: Config, run: Run) -> None:
             losses = {"total": total.item(), guidance.name: guidance_loss.item(), **{k: v.item() for k, v in reg.items()}}
             run.log(step, {"temperature": temperature, "camera_index": camera.index, "losses": losses,
                            "grid_stats": grid.stats(cfg.threshold)})
+            if device.type == "cuda":
+                run.set_status(vram_usage_gb=round(torch.cuda.max_memory_allocated(device) / 2**30, 3))
         if scheduled(step, cfg.image_every, cfg.steps):
             with torch.no_grad():
                 run.image(step, f"cam{camera.index}", segments.render(grid.volume(temperature), camera).cpu())
         ctl = run.poll(step)
+        if ctl.validate:
+            if isinstance(guidance, Photometric):
+                with run.validating(), torch.no_grad():
+                    psnr = guidance.psnr(grid.volume(temperature))
+                run.log(step, {"val": {"psnr": psnr}})
+                run.event(f"validation at step {step}: PSNR {psnr:.2f} dB over {len(cameras)} views", console=True)
+            else:
+                run.event("validation needs reference views (photometric guidance); skipped", "warning")
         if step % cfg.save_map_every == 0 or step == cfg.steps or ctl.save or ctl.stop:
             document = grid.to_map(source, cfg.threshold).to_document(map_metadata(cfg, run, step))
             run.save_json(f"maps/step_{step:04d}.json", document)
@@ -166,7 +189,7 @@ def train(cfg: Config, run: Run) -> None:
             stopped = True
             break
 
-    if stopped or step < cfg.steps:
+    if stopped:
         return
     final = grid.to_map(source, cfg.threshold)
     document = final.to_document(map_metadata(cfg, run, cfg.steps))
