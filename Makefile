@@ -30,6 +30,8 @@ bench: setup
 	$(BIN)/python bench/log_overhead.py
 	$(BIN)/python bench/voxel_render.py
 	$(BIN)/python bench/voxel_fit.py
+	$(BIN)/python bench/splat_raster.py
+	$(BIN)/python bench/splat_quality.py
 	$(BIN)/python bench/monitor_dashboard_load.py
 	$(BIN)/python bench/sr_quality.py
 

@@ -188,7 +188,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     from .monitor.analysis import plateau_lines
-    from .monitor.snapshots import latest_snapshot, list_snapshots, snapshot_at
+    from .run.snapshots import latest_snapshot, list_snapshots, snapshot_at
     from .run import list_images, read_config, read_metrics, read_status
     from .run.read import summarize
     from .run.snapshot_fields import SNAPSHOT_GROUPS

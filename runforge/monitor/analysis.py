@@ -16,7 +16,7 @@ from ..errors import BadInputError
 from ..run.metrics import read_metrics
 from ..run.read import read_info
 from ..run.snapshot_fields import SNAPSHOT_FIELDS
-from .snapshots import flatten, is_number, list_snapshots, load_snapshot, snapshot_at
+from ..run.snapshots import flatten, is_number, list_snapshots, load_snapshot, snapshot_at
 
 PLATEAU_WARNING_STEPS = 300
 """Seed 002 warns when `adaptive_plateau_counter` passes this many steps."""

@@ -39,7 +39,7 @@ from ..run.read import list_images
 from ..run.snapshot_fields import SNAPSHOT_GROUPS
 from . import analysis
 from .catalog import Catalog, Refused, RunEntry
-from .snapshots import list_snapshots, load_snapshot
+from ..run.snapshots import list_snapshots, load_snapshot
 
 STATIC_DIR = Path(__file__).parent / "static"
 STATIC_FILES = {"app.js": "text/javascript", "style.css": "text/css"}

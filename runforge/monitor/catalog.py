@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 from ..errors import BadInputError, RunNotFoundError
 from ..run.naming import RUN_FILE
 from ..run.read import read_info, read_status, summarize
-from .snapshots import best_metric, latest_snapshot
+from ..run.snapshots import best_metric, latest_snapshot
 
 if TYPE_CHECKING:
     from .series import MetricStore  # numpy: only the dashboard needs it, not `runforge runs`

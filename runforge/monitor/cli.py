@@ -153,7 +153,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from .snapshots import is_number
+    from ..run.snapshots import is_number
 
     table = Table(title=f"Comparison: {result['source']}")
     table.add_column("field")

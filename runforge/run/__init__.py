@@ -4,7 +4,8 @@ from .checkpoints import CheckpointManager
 from .control import send as send_command
 from .export import export
 from .metrics import read_metrics
-from .read import list_images, list_runs, list_snapshots, metrics_frame, read_config, read_info, read_status
+from .read import list_images, list_runs, metrics_frame, read_config, read_info, read_status
+from .snapshots import latest_snapshot, list_snapshots, load_snapshot, snapshot_at
 from .run import CheckpointWriteError, Control, Run
 
 __all__ = [
@@ -13,13 +14,16 @@ __all__ = [
     "Control",
     "Run",
     "export",
+    "latest_snapshot",
     "list_images",
     "list_runs",
     "list_snapshots",
+    "load_snapshot",
     "metrics_frame",
     "read_config",
     "read_info",
     "read_metrics",
     "read_status",
     "send_command",
+    "snapshot_at",
 ]

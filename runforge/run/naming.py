@@ -64,11 +64,12 @@ def create_run_dir(root: str | os.PathLike[str], name: str | None = None) -> tup
     raise RuntimeError(f"{root}: could not create a unique run directory after 100 tries")
 
 
-def read_run_json(path: Path) -> dict[str, Any]:
+def read_json_object(path: Path, what: str = "file") -> dict[str, Any]:
+    """A JSON file that must hold an object; one-line errors naming the file otherwise."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise RunNotFoundError(f"{path}: not found") from None
+        raise RunNotFoundError(f"{path}: no such {what}") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadInputError(path, f"is not valid JSON ({exc})") from None
     if not isinstance(data, dict):

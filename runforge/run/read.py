@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import socket
 import time
 from dataclasses import asdict, dataclass
@@ -117,18 +116,6 @@ def list_runs(root: str | os.PathLike[str] = "runs") -> list[RunSummary]:
                 continue  # a run being created or a damaged one: skipped in a listing
     runs.sort(key=lambda r: r.created_at or "", reverse=True)
     return runs
-
-
-_STEP_IN_NAME = re.compile(r"(\d+)(?=\D*$)")
-
-
-def list_snapshots(run_dir: str | os.PathLike[str], folder: str = "stats") -> list[Path]:
-    """Snapshot files of a run, by step."""
-    directory = Path(run_dir) / folder
-    if not directory.is_dir():
-        return []
-    files = [p for p in directory.iterdir() if p.suffix == ".json" and _STEP_IN_NAME.search(p.stem)]
-    return sorted(files, key=lambda p: int(_STEP_IN_NAME.search(p.stem).group(1)))  # type: ignore[union-attr]
 
 
 def list_images(run_dir: str | os.PathLike[str]) -> list[Path]:

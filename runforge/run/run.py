@@ -48,7 +48,7 @@ from .console import ProgressDisplay
 from .keys import KeyReader
 from .metrics import METRICS_FILE, MetricsFile, encode_line, truncate_after
 from .images import to_pil
-from .naming import RUN_FILE, create_run_dir, find_run_dir, new_id, read_run_json, rendezvous, wait_for_run
+from .naming import RUN_FILE, create_run_dir, find_run_dir, new_id, read_json_object, rendezvous, wait_for_run
 from .snapshot_fields import SNAPSHOT_FIELDS
 from .writer import BackgroundWriter
 
@@ -234,7 +234,7 @@ class Run:
         out = Path(out)
         run_file = out / RUN_FILE
         if run_file.exists():
-            info = read_run_json(run_file)
+            info = read_json_object(run_file)
             if resume:
                 return out, info.get("name", out.name), info.get("id", ""), True
             if not overwrite:
@@ -290,7 +290,7 @@ class Run:
         self.start_step = self.resume_checkpoint.step if self.resume_checkpoint else 0
         if not self.is_main:
             return 0.0
-        self._info = read_run_json(self.dir / RUN_FILE)
+        self._info = read_json_object(self.dir / RUN_FILE)
         dropped, last_time = truncate_after(self.dir / METRICS_FILE, self.start_step)
         old_config = (self.dir / CONFIG_FILE).read_text(encoding="utf-8") if (self.dir / CONFIG_FILE).exists() else None
         resumes = self._info.setdefault("resumes", [])

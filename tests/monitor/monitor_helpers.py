@@ -9,11 +9,11 @@ import re
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import runforge
+from conftest import wait_for  # noqa: F401  (re-exported for the monitor tests)
 
 PYTHON = sys.executable
 QUIET_ENV = {"RUNFORGE_NO_KEYS": "1", "PYTHONUNBUFFERED": "1"}
@@ -104,14 +104,6 @@ def start_toy(out: Path, *flags: str) -> subprocess.Popen:
                             env={**os.environ, **QUIET_ENV})
 
 
-def wait_for(predicate, timeout: float = 20.0, interval: float = 0.05, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def read_status(run_dir: Path) -> dict[str, Any]:

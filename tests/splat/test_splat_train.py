@@ -9,14 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 
 from runforge.cli import main  # noqa: E402
-from runforge.config import markdown_table  # noqa: E402
-from runforge.trainers.splat.config import Config  # noqa: E402
 from runforge.trainers.splat.scene import write_synthetic_scene  # noqa: E402
 from runforge.trainers.splat.splats import ply_property_names, read_ply, write_ply  # noqa: E402
 
@@ -155,11 +152,6 @@ def test_torchrun_two_ranks_on_gloo(scene: Path, tmp_path: Path) -> None:
         assert torch.equal(a["splats"][name], b["splats"][name]), name
     steps = [json.loads(line)["step"] for line in (out / "train.jsonl").read_text().splitlines() if "loss" in line]
     assert steps == [0, 2, 3]  # one writer: rank 0
-
-
-def test_docs_hold_the_generated_flags_table() -> None:
-    docs = (ROOT / "docs" / "splat.md").read_text(encoding="utf-8")
-    assert markdown_table(Config) in docs
 
 
 def test_mcmc_strategy_trains_and_grows(scene: Path, tmp_path: Path) -> None:

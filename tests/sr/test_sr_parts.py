@@ -9,7 +9,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from runforge.config import markdown_table
 from runforge.trainers.sr.config import PRESETS, Config
 from runforge.trainers.sr.data import PatchSampler, bundled_dataset, degrade, texture, upscale_bicubic, val_crops
 from runforge.trainers.sr.losses import LossTerms, VGGFeatures, gradient_loss, load_vgg_features, psnr, sobel, ssim
@@ -161,8 +160,3 @@ def test_presets_pass_their_own_checks():
     for preset in PRESETS.values():
         preset.check()
     assert PRESETS["cpu"].scale == 2 and not math.isnan(PRESETS["cpu"].lr)
-
-
-def test_docs_hold_exactly_the_generated_flags_table():
-    text = (REPO / "docs" / "sr.md").read_text(encoding="utf-8")
-    assert markdown_table(Config) in text

@@ -140,6 +140,24 @@ def _sample(weights: Tensor, n: int, generator: torch.Generator | None) -> Tenso
     return torch.multinomial(weights.float().cpu(), n, replacement=True, generator=generator).to(weights.device)
 
 
+def _shared_by_donors(params: Params, opacities: Tensor, sampled: Tensor, binoms: Tensor,
+                      min_opacity: float) -> Callable[[str, Tensor], Tensor]:
+    """A copy of a parameter where each donor in `sampled` has the opacity and size it now shares (eq. 9)."""
+    ratios = torch.bincount(sampled, minlength=len(opacities))[sampled] + 1
+    new_opa, new_scales = compute_relocation(opacities[sampled], torch.exp(params["scales"][sampled]), ratios, binoms)
+    new_opa = new_opa.clamp(min_opacity, 1.0 - torch.finfo(new_opa.dtype).eps)
+
+    def share(name: str, p: Tensor) -> Tensor:
+        p = p.clone()
+        if name == "opacities":
+            p[sampled] = torch.logit(new_opa)
+        elif name == "scales":
+            p[sampled] = torch.log(new_scales)
+        return p
+
+    return share
+
+
 @torch.no_grad()
 def relocate(params: Params, optimizers: Optimizers, state: dict[str, Any], mask: Tensor, binoms: Tensor,
              min_opacity: float = 0.005, generator: torch.Generator | None = None) -> None:
@@ -150,16 +168,10 @@ def relocate(params: Params, optimizers: Optimizers, state: dict[str, Any], mask
     if len(dead) == 0 or len(alive) == 0:
         return
     sampled = alive[_sample(opacities[alive], len(dead), generator)]
-    ratios = torch.bincount(sampled, minlength=len(opacities))[sampled] + 1
-    new_opa, new_scales = compute_relocation(opacities[sampled], torch.exp(params["scales"][sampled]), ratios, binoms)
-    new_opa = new_opa.clamp(min_opacity, 1.0 - torch.finfo(new_opa.dtype).eps)
+    share = _shared_by_donors(params, opacities, sampled, binoms, min_opacity)
 
     def param_fn(name: str, p: Tensor) -> Tensor:
-        p = p.clone()
-        if name == "opacities":
-            p[sampled] = torch.logit(new_opa)
-        elif name == "scales":
-            p[sampled] = torch.log(new_scales)
+        p = share(name, p)
         p[dead] = p[sampled]
         return p
 
@@ -178,16 +190,10 @@ def sample_add(params: Params, optimizers: Optimizers, state: dict[str, Any], n:
     """Add `n` Gaussians as copies of live ones drawn by opacity (the donors' opacity and size are shared)."""
     opacities = torch.sigmoid(params["opacities"])
     sampled = _sample(opacities, n, generator)
-    ratios = torch.bincount(sampled, minlength=len(opacities))[sampled] + 1
-    new_opa, new_scales = compute_relocation(opacities[sampled], torch.exp(params["scales"][sampled]), ratios, binoms)
-    new_opa = new_opa.clamp(min_opacity, 1.0 - torch.finfo(new_opa.dtype).eps)
+    share = _shared_by_donors(params, opacities, sampled, binoms, min_opacity)
 
     def param_fn(name: str, p: Tensor) -> Tensor:
-        p = p.clone()
-        if name == "opacities":
-            p[sampled] = torch.logit(new_opa)
-        elif name == "scales":
-            p[sampled] = torch.log(new_scales)
+        p = share(name, p)
         return torch.cat([p, p[sampled]])
 
     _update_params(params, optimizers, param_fn,

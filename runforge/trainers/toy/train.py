@@ -98,4 +98,4 @@ def train(cfg: Config, run: Run) -> None:
         if ctl.stop:
             break
     print(f"toy: finished at step {step}, params " + ", ".join(f"{k}={v:.3f}" for k, v in params.items())
-          + f" (true: " + ", ".join(f"{k}={v}" for k, v in TRUE.items()) + f"); run in {run.dir}")
+          + " (true: " + ", ".join(f"{k}={v}" for k, v in TRUE.items()) + f"); run in {run.dir}")

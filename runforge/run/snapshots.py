@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BadInputError, RunNotFoundError
+from .naming import read_json_object
 
 DEFAULT_FOLDERS = ("stats", "Learn")
 _ANY_STEP = re.compile(r"^(?:.*?[_\-])?(\d+)\.json$")
@@ -65,15 +66,7 @@ def list_snapshots(run_dir: str | os.PathLike[str], *, inside_run: bool = False)
 
 
 def load_snapshot(path: str | os.PathLike[str]) -> dict[str, Any]:
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise RunNotFoundError(f"{path}: no such snapshot") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadInputError(path, f"is not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise BadInputError(path, "must hold a JSON object")
-    return data
+    return read_json_object(Path(path), "snapshot")
 
 
 def snapshot_at(run_dir: str | os.PathLike[str], step: int, *, inside_run: bool = False) -> dict[str, Any]:
