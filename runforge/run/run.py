@@ -322,8 +322,12 @@ class Run:
             raise ValueError("metric names 'step' and 'time' are reserved")
         records = self._writer.records
         records.append((step, time.perf_counter() - self._t0, _copy_metrics(metrics)))
-        if len(records) >= self._writer.max_records:
-            self._writer.drain_records()  # the writer fell behind: back-pressure instead of unbounded memory
+        pending = len(records)
+        if pending >= self._writer.soft_records:
+            if pending >= self._writer.max_records:
+                self._writer.drain_records()  # the writer fell behind: back-pressure instead of unbounded memory
+            else:
+                self._writer.request_flush()
 
     def _flush_records(self, batch: list[tuple[int, float, dict[str, Any]]]) -> None:
         lines = [encode_line({"step": step, "time": round(elapsed, 6), **metrics}) for step, elapsed, metrics in batch]

@@ -41,6 +41,8 @@ class BackgroundWriter:
         self._flush_interval = flush_interval
         self._records_lock = threading.Lock()  # taken by the writer and by a caller flushing itself
         self._closed = False
+        self._flush_requested = False
+        self.soft_records = 4096
         self._thread = threading.Thread(target=self._loop, name="runforge-writer", daemon=True)
         self._thread.start()
 
@@ -53,13 +55,25 @@ class BackgroundWriter:
     def drain_records(self) -> None:
         """Encode and write every pending metric record now (called by the writer, by close, and on overflow)."""
         with self._records_lock:
+            self._flush_requested = False
             if not self.records:
                 return
             batch, self.records = self.records, []
             try:
-                self._flush_records(batch)
+                # in slices: the encoded lines of one slice reuse the memory of the last (no fresh pages)
+                for start in range(0, len(batch), 2048):
+                    self._flush_records(batch[start:start + 2048])
             except Exception as exc:  # a metrics log that cannot be written is essential
                 self._on_error("metrics", True, exc)
+
+    def request_flush(self) -> None:
+        """Ask for the pending records to be written soon (called by a caller that logs fast)."""
+        if not self._flush_requested:
+            self._flush_requested = True
+            try:
+                self._tasks.put_nowait(("metrics", True, self.drain_records))
+            except queue.Full:
+                pass  # the timer flushes them anyway
 
     def _loop(self) -> None:
         next_flush = time.monotonic() + self._flush_interval
