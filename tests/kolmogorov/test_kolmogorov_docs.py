@@ -1,0 +1,14 @@
+"""docs/kolmogorov.md carries exactly the generated flag tables."""
+
+from pathlib import Path
+
+from runforge.config import markdown_table
+from runforge.trainers.kolmogorov.config import Config, DataConfig
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "kolmogorov.md"
+
+
+def test_docs_hold_the_generated_flag_tables():
+    text = DOC.read_text(encoding="utf-8")
+    assert "## Training flags\n\n" + markdown_table(Config) in text
+    assert "## Data flags (`runforge data kolmogorov`)\n\n" + markdown_table(DataConfig) in text
