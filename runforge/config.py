@@ -190,15 +190,10 @@ def build(cls: type[T], base: T | None = None, overrides: dict[str, Any] | None 
 
 def load_file(cls: type[T], path: str | Path, base: T | None = None) -> T:
     """A config from a JSON file (e.g. a run's config.json); unknown keys are errors."""
+    from .run._atomic import read_json_object
+
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(path, "no such config file") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ConfigError(path, f"is not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(path, "must hold a JSON object")
+    data = read_json_object(path, "config file", ConfigError)
     try:
         return build(cls, base, data, source="key ")
     except ConfigError as exc:

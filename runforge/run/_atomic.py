@@ -12,6 +12,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
+from ..errors import BadInputError, RunNotFoundError
+
 
 def _fsync_dir(directory: Path) -> None:
     try:
@@ -92,3 +94,22 @@ def sanitize(obj: Any) -> Any:
         return sanitize(json_default(obj))
     except TypeError:
         return obj  # json.dumps names the type in its error
+
+
+def read_json_object(path: Path, what: str = "file", error: type[BadInputError] | None = None) -> dict[str, Any]:
+    """A JSON file that must hold an object; one-line errors naming the file otherwise.
+
+    A missing file raises `RunNotFoundError` and a malformed one `BadInputError`, unless `error`
+    names the class for both (e.g. `ConfigError`).
+    """
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        if error is None:
+            raise RunNotFoundError(f"{path}: no such {what}") from None
+        raise error(path, f"no such {what}") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise (error or BadInputError)(path, f"is not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise (error or BadInputError)(path, "must hold a JSON object")
+    return data

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import BadInputError, RunNotFoundError
+from ..errors import RunNotFoundError
 from ._atomic import write_bytes
 
 ADJECTIVES = (
@@ -62,19 +62,6 @@ def create_run_dir(root: str | os.PathLike[str], name: str | None = None) -> tup
             continue
         return path, run_name, run_id
     raise RuntimeError(f"{root}: could not create a unique run directory after 100 tries")
-
-
-def read_json_object(path: Path, what: str = "file") -> dict[str, Any]:
-    """A JSON file that must hold an object; one-line errors naming the file otherwise."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise RunNotFoundError(f"{path}: no such {what}") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadInputError(path, f"is not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise BadInputError(path, "must hold a JSON object")
-    return data
 
 
 def find_run_dir(path: Path) -> Path:

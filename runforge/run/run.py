@@ -48,7 +48,8 @@ from .console import ProgressDisplay
 from .keys import KeyReader
 from .metrics import METRICS_FILE, MetricsFile, encode_line, truncate_after
 from .images import to_pil
-from .naming import RUN_FILE, create_run_dir, find_run_dir, new_id, read_json_object, rendezvous, wait_for_run
+from ._atomic import read_json_object
+from .naming import RUN_FILE, create_run_dir, find_run_dir, new_id, rendezvous, wait_for_run
 from .snapshot_fields import SNAPSHOT_FIELDS
 from .writer import BackgroundWriter
 

@@ -14,7 +14,6 @@ This module imports numpy and Pillow, never torch.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Sequence
@@ -25,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import BadInputError
+from ...run._atomic import read_json_object
 
 SAMPLE_DIR = Path(__file__).parent / "sample"
 SAMPLE_MAP = SAMPLE_DIR / "map1" / "map.json"
@@ -62,13 +62,8 @@ def _matrix(value: Any, path: Path, where: str) -> np.ndarray:
 
 def read_cameras(path: str | os.PathLike[str]) -> list[Camera]:
     path = Path(path)
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise BadInputError(path, "no such cameras file") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadInputError(path, f"is not valid JSON ({exc})") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("views"), list) or not doc["views"]:
+    doc = read_json_object(path, "cameras file", BadInputError)
+    if not isinstance(doc.get("views"), list) or not doc["views"]:
         raise BadInputError(path, "expected a JSON object with a non-empty 'views' list")
     depth = doc.get("depth", "negative_one_to_one")
     if depth not in DEPTH_CONVENTIONS:
