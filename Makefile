@@ -35,6 +35,7 @@ bench: setup
 	$(BIN)/python bench/monitor_dashboard_load.py
 	$(BIN)/python bench/sr_quality.py
 	$(BIN)/python bench/kolmogorov_solver.py
+	$(BIN)/python bench/kolmogorov_assim.py
 
 docs: setup
 	$(BIN)/python scripts/update_docs.py

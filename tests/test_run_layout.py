@@ -52,6 +52,15 @@ def test_run_writes_every_file_of_the_layout(tmp_dir):
     assert "started" in events and "Statistics saved: stats_3.json" in events and "finished at step 3" in events
 
 
+def test_images_dir_moves_the_pngs_and_readers_follow_it(tmp_dir):
+    with runforge.Run(out="r", images_dir="samples") as run:
+        run.image(7, "samples", [[[0, 0, 255]] * 4] * 3)
+    assert [p.name for p in (run.dir / "samples").iterdir()] == ["step_0007_samples.png"]
+    assert not (run.dir / "images").exists()
+    assert read_json(run.dir / "run.json")["images_dir"] == "samples"
+    assert [p.relative_to(run.dir).as_posix() for p in runforge.run.list_images(run.dir)] == ["samples/step_0007_samples.png"]
+
+
 def test_names_count_runs_in_root_and_out_is_used_as_is(tmp_dir):
     for expected in (1, 2):
         with runforge.Run(root="runs") as run:

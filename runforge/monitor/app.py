@@ -136,7 +136,7 @@ def create_app(roots: Sequence[str | os.PathLike[str]], *, token: str | None = N
         for path in list_images(entry.dir):
             step, _, name = path.stem.removeprefix("step_").partition("_")
             if step.isdigit():
-                images.setdefault(name, []).append({"step": int(step), "file": f"images/{path.name}"})
+                images.setdefault(name, []).append({"step": int(step), "file": path.relative_to(entry.dir).as_posix()})
         for shots in images.values():
             shots.sort(key=lambda shot: shot["step"])  # step_{step:04d}: names sort wrong past 9999
         row = catalog.row(entry) or {}

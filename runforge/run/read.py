@@ -119,7 +119,10 @@ def list_runs(root: str | os.PathLike[str] = "runs") -> list[RunSummary]:
 
 
 def list_images(run_dir: str | os.PathLike[str]) -> list[Path]:
-    directory = Path(run_dir) / "images"
+    """The PNGs `Run.image` wrote: in run.json's `images_dir` (`images` for runs that do not say)."""
+    info = _load(Path(run_dir) / RUN_FILE)
+    folder = info.get("images_dir") if isinstance(info, dict) else None
+    directory = Path(run_dir) / (folder if isinstance(folder, str) and folder else "images")
     return sorted(directory.glob("*.png")) if directory.is_dir() else []
 
 

@@ -20,7 +20,7 @@ What lands on disk (see run-layout.md):
     {dir}/events.log      saves, validations, warnings, errors
     {dir}/tb/             TensorBoard events of every scalar and image
     {dir}/control/        commands waiting for the trainer
-    {dir}/images/step_{step:04d}_{name}.png
+    {dir}/images/step_{step:04d}_{name}.png      (`images_dir`)
     {dir}/stats/stats_{step}.json               (`snapshot_dir`, `snapshot_pattern`)
     {dir}/ckpts/ckpt_{step}_rank{rank}.pt       (`checkpoint_options`)
 """
@@ -107,6 +107,7 @@ class Run:
         overwrite: replace the run already in `out`.
         steps: the step count the run aims for (status.json step_max, ETA).
         tensorboard: mirror scalars and images into tb/.
+        images_dir: the folder inside the run where `image` writes (seed 004's `samples/`).
         snapshot_dir, snapshot_pattern: where `snapshot` writes (`{step}` is replaced); a relative
             folder is inside the run, an absolute one anywhere (seed 002's learn directory).
         checkpoint_options: keyword arguments of `CheckpointManager` (folder, pattern, keep_last, ...).
@@ -127,6 +128,7 @@ class Run:
         overwrite: bool = False,
         steps: int | None = None,
         tensorboard: bool = True,
+        images_dir: str = IMAGES_DIR,
         snapshot_dir: str = "stats",
         snapshot_pattern: str = "stats_{step}.json",
         checkpoint_options: dict[str, Any] | None = None,
@@ -141,6 +143,7 @@ class Run:
         self.world_size = int(os.environ.get("WORLD_SIZE", 1)) if world_size is None else world_size
         self.is_main = self.rank == 0
         self.step_max = steps
+        self.images_dir = images_dir
         self.snapshot_dir = snapshot_dir
         self.snapshot_pattern = snapshot_pattern
         self.status: Status = "running"
@@ -266,6 +269,7 @@ class Run:
             "pid_start": system.process_start_ticks(os.getpid()),
             "versions": system.versions(),
             "world_size": self.world_size,
+            "images_dir": self.images_dir,
             "snapshot_dir": self.snapshot_dir,
             "snapshot_pattern": self.snapshot_pattern,
             "step": 0,
@@ -344,7 +348,7 @@ class Run:
                 tb.flush()
 
     def image(self, step: int, name: str, rgb: Any) -> Path | None:
-        """Save `images/step_{step:04d}_{name}.png` in the background (and into tb/ under `name`).
+        """Save `{images_dir}/step_{step:04d}_{name}.png` in the background (and into tb/ under `name`).
 
         `rgb` is an HxW, HxWx3 or HxWx4 uint8 array (floats are taken as 0..1), a torch
         tensor, or a PIL image. A failed write is a warning, never an error.
@@ -354,7 +358,7 @@ class Run:
         if not _SAFE_NAME.match(name):
             raise ValueError(f"image name {name!r} may only hold letters, digits, '_', '.' and '-'")
         picture = to_pil(rgb)
-        path = self.dir / IMAGES_DIR / f"step_{step:04d}_{name}.png"
+        path = self.dir / self.images_dir / f"step_{step:04d}_{name}.png"
         wall = time.time()
 
         def write() -> None:

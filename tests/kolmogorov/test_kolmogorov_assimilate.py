@@ -9,19 +9,13 @@ from PIL import Image
 
 from runforge.cli import main
 from runforge.trainers.kolmogorov.assimilate import Observation, periodic_upsample
-from runforge.trainers.kolmogorov.config import data_preset
-from runforge.trainers.kolmogorov.data import generate
 from runforge.trainers.kolmogorov.score import VPSDE, GaussianPosterior
 
 torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    data = tmp_path_factory.mktemp("kdata")
-    cfg = data_preset("tiny")
-    cfg.trajectories, cfg.length = 10, 8
-    generate(cfg, data, log=lambda _: None)
+def trained(data, tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     assert main(["train", "kolmogorov", "--preset", "tiny", "--data", str(data), "--root", str(root),
                  "--epochs", "1", "--window", "3", "--progress", "lines"]) == 0

@@ -1,27 +1,18 @@
 """Job arrays (`--array N` through dawgz) and wandb offline logging of `runforge train kolmogorov`."""
 
 import json
+import os
 import re
 import socket
+import sys
 
 import pytest
 import torch
 
 from runforge.cli import main
-from runforge.trainers.kolmogorov.config import data_preset
-from runforge.trainers.kolmogorov.data import generate
 
 torch.set_num_threads(1)
 RUN_DIR = re.compile(r"^([a-z]+-[a-z]+-\d+)_([a-z0-9]{8})$")
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    out = tmp_path_factory.mktemp("kdata")
-    cfg = data_preset("tiny")
-    cfg.trajectories, cfg.length = 10, 6
-    generate(cfg, out, log=lambda _: None)
-    return out
 
 
 def test_array_of_three_runs_in_parallel_each_in_its_own_directory(data, tmp_path):
@@ -45,6 +36,45 @@ def test_array_of_three_runs_in_parallel_each_in_its_own_directory(data, tmp_pat
         assert config["seed"] == m["seed"] and config["array"] == 1
         assert (root / m["dir"].rsplit("/", 1)[1] / "state.pth").is_file()
     assert json.loads((record / "config.json").read_text())["array"] == 3
+
+
+FAKE_SBATCH = """#!/bin/sh
+# Runs every task of the submitted array now, as a Slurm node would, then prints a job id.
+script="$2"
+last=$(sed -n 's/^#SBATCH --array=0-\\([0-9]*\\).*/\\1/p' "$script")
+cp "$script" "$(dirname "$0")/submitted.sh"
+for i in $(seq 0 "$last"); do SLURM_ARRAY_TASK_ID=$i sh "$script" || exit 1; done
+echo 4242
+"""
+
+
+@pytest.mark.parametrize("backend", ["submitit", "slurm"])
+def test_array_through_submitit_and_a_slurm_submission(backend, data, tmp_path, monkeypatch):
+    if backend == "slurm":  # sbatch and srun stand-ins that execute the generated submission script
+        bin_dir = tmp_path / "bin"
+        bin_dir.mkdir()
+        (bin_dir / "sbatch").write_text(FAKE_SBATCH)
+        (bin_dir / "srun").write_text('#!/bin/sh\nexec "$@"\n')
+        for tool in ("sbatch", "srun"):
+            (bin_dir / tool).chmod(0o755)
+        monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    root = tmp_path / "runs"
+    code = main(["train", "kolmogorov", "--preset", "tiny", "--data", str(data), "--root", str(root), "--epochs", "1",
+                 "--window", "3", "--sample_steps", "2", "--array", "2", "--backend", backend, "--device", "cpu",
+                 "--progress", "lines"])
+    assert code == 0
+    (record,) = [p for p in root.iterdir() if (p / "array.json").exists()]
+    array = json.loads((record / "array.json").read_text())
+    assert array["backend"] == backend and not array["failures"]
+    assert [m["seed"] for m in array["members"]] == [0, 1]
+    assert {m["status"] for m in array["members"]} == {"finished"}
+    for m in array["members"]:
+        assert (root / m["dir"].rsplit("/", 1)[1] / "state.pth").is_file()
+    if backend == "slurm":
+        script = (tmp_path / "bin" / "submitted.sh").read_text()
+        assert "#SBATCH --array=0-1" in script and "#SBATCH --cpus-per-task=2" in script
+        assert "--gpus" not in script  # --device cpu asks for no GPU
+        assert f"srun {sys.executable} " in script  # this venv's interpreter, not the node's `python`
 
 
 def test_wandb_offline_names_the_run_dir_writes_its_files_and_touches_no_network(data, tmp_path, monkeypatch):

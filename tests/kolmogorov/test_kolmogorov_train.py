@@ -2,14 +2,17 @@
 
 import json
 import re
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
 
 from runforge.cli import main
 from runforge.config import to_dict
-from runforge.trainers.kolmogorov.config import PRESETS, Config, data_preset
-from runforge.trainers.kolmogorov.data import generate, load_split, random_windows
+from runforge.trainers.kolmogorov.config import PRESETS, Config
+from runforge.trainers.kolmogorov.data import load_split, random_windows
 from runforge.trainers.kolmogorov.score import VPSDE, MarkovScore, make_score
 
 torch.set_num_threads(1)
@@ -23,15 +26,6 @@ RUN_DIR = re.compile(r"^[a-z]+-[a-z]+-\d+_[a-z0-9]{8}$")
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    out = tmp_path_factory.mktemp("kdata")
-    cfg = data_preset("tiny")
-    cfg.trajectories, cfg.length = 10, 8
-    generate(cfg, out, log=lambda _: None)
-    return out
-
-
-@pytest.fixture(scope="module")
 def tiny_run(data, tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     code = main(["train", "kolmogorov", "--preset", "tiny", "--data", str(data), "--root", str(root),
@@ -41,17 +35,40 @@ def tiny_run(data, tmp_path_factory):
     return run
 
 
-def test_config_json_holds_the_seed_config_first_even_when_the_data_is_missing(tmp_path, capsys):
+def test_missing_dataset_is_one_error_line_before_any_run_dir(tmp_path, capsys):
     code = main(["train", "kolmogorov", "--data", str(tmp_path / "nowhere"), "--root", str(tmp_path / "runs")])
     assert code == 2
-    last = capsys.readouterr().err.strip().splitlines()[-1]
-    assert last.startswith("runforge: error: ") and "nowhere/train.h5" in last and "runforge data kolmogorov" in last
-    (run,) = list((tmp_path / "runs").iterdir())
-    assert RUN_DIR.match(run.name)
-    config = json.loads((run / "config.json").read_text())
-    assert dict(list(config.items())[:12]) == SEED_CONFIG
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert err[0].startswith("runforge: error: ") and "nowhere/train.h5" in err[0] and "runforge data kolmogorov" in err[0]
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_dataset_shorter_than_the_window_is_refused(data, tmp_path, capsys):
+    assert main(["train", "kolmogorov", "--preset", "tiny", "--data", str(data), "--window", "9",
+                 "--root", str(tmp_path / "runs")]) == 2
+    assert "train.h5: trajectories of 8 states are shorter than --window 9" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_config_json_at_start_holds_the_seed_config_first(data, tmp_path):
+    # the seed's full-size network: stop the process as soon as config.json is written
+    root = tmp_path / "runs"
+    proc = subprocess.Popen([sys.executable, "-m", "runforge", "train", "kolmogorov", "--data", str(data),
+                             "--root", str(root), "--progress", "lines"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not list(root.glob("*/config.json")) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        (path,) = list(root.glob("*/config.json"))
+    finally:
+        proc.kill()
+        proc.wait()
+    assert RUN_DIR.match(path.parent.name)
+    config = json.loads(path.read_text())
     assert list(config)[:12] == list(SEED_CONFIG)
-    assert json.loads((run / "run.json").read_text())["status"] == "failed"
+    assert dict(list(config.items())[:12]) == SEED_CONFIG
 
 
 def test_tiny_run_writes_config_state_metrics_samples_checkpoints_and_snapshots(tiny_run):
@@ -63,7 +80,7 @@ def test_tiny_run_writes_config_state_metrics_samples_checkpoints_and_snapshots(
     assert all({"loss_train", "lr"} <= set(line) for line in lines)
     assert [line["step"] for line in lines if "loss_valid" in line] == [2, 4]  # valid_every 2
     assert lines[0]["lr"] == pytest.approx(1e-3) and lines[1]["lr"] == pytest.approx(1e-3 * 3 / 4)  # linear
-    assert sorted(p.name for p in (tiny_run / "images").iterdir()) == ["step_0004_samples.png"]
+    assert sorted(p.name for p in (tiny_run / "samples").iterdir()) == ["step_0004_samples.png"]
     assert sorted(p.name for p in (tiny_run / "stats").iterdir()) == ["stats_2.json", "stats_4.json"]
     assert json.loads((tiny_run / "stats" / "stats_4.json").read_text())["loss_valid"] == lines[3]["loss_valid"]
     assert sorted(p.name for p in (tiny_run / "ckpts").glob("*.pt")) == ["ckpt_2_rank0.pt", "ckpt_4_rank0.pt"]

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -49,7 +51,7 @@ def member_configs(cfg: Config) -> list[dict[str, Any]]:
 
 
 def launch(cfg: Config, run: Run) -> None:
-    root = str(run.dir.parent)
+    root = str(run.dir.parent.resolve())
     configs = member_configs(cfg)
     run.event(f"array: launching {cfg.array} runs under {root} with backend {cfg.backend}", console=True)
     if cfg.backend == "submitit":
@@ -75,7 +77,8 @@ def _dawgz(configs: list[dict[str, Any]], root: str, run: Run, cfg: Config) -> l
     settings: dict[str, Any] = {"cpus": 2, "ram": "16GB", "time": "24:00:00"}
     if cfg.backend == "slurm" and cfg.device != "cpu":
         settings["gpus"] = 1
-    member = job(run_member, name="kolmogorov", **settings)
+    # the Slurm node runs this interpreter (same venv on the shared filesystem), not whatever `python` is on PATH
+    member = job(run_member, name="kolmogorov", interpreter=shlex.quote(sys.executable), **settings)
     jobs = [member(config, root, i, str(run.dir)) for i, config in enumerate(configs)]
     kwargs = {"max_workers": cfg.workers} if cfg.backend == "async" else {}
     scheduler = schedule(array(*jobs, name="kolmogorov_array"), backend=cfg.backend, name=f"kolmogorov-{run.id}",

@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -96,23 +98,49 @@ def generate(cfg: DataConfig, out: Path, overwrite: bool = False, log=print) -> 
     return files
 
 
-def load_split(path: Path) -> Tensor:
-    """The dataset `x` of one split file as a float32 tensor (N, T, 2, H, W)."""
+@contextmanager
+def open_split(path: Path) -> Iterator[Any]:
+    """The h5py dataset `x` of one split file, checked to be (trajectories, time, 2, N, N)."""
     import h5py
 
     path = Path(path)
     if not path.is_file():
         raise BadInputError(path, "no such dataset file (make one with `runforge data kolmogorov DIR`)")
     try:
-        with h5py.File(path, "r") as h5:
-            if "x" not in h5:
-                raise BadInputError(path, "has no dataset 'x'")
-            x = h5["x"][...]
+        h5 = h5py.File(path, "r")
     except OSError as exc:
         raise BadInputError(path, f"is not a readable HDF5 file ({exc})") from None
-    if x.ndim != 5 or x.shape[2] != 2 or x.shape[3] != x.shape[4]:
-        raise BadInputError(path, f"dataset 'x' must be (trajectories, time, 2, N, N), got {tuple(x.shape)}")
-    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    with h5:
+        if "x" not in h5:
+            raise BadInputError(path, "has no dataset 'x'")
+        x = h5["x"]
+        if x.ndim != 5 or x.shape[2] != 2 or x.shape[3] != x.shape[4] or 0 in x.shape:
+            raise BadInputError(path, f"dataset 'x' must be (trajectories, time, 2, N, N), got {tuple(x.shape)}")
+        yield x
+
+
+def load_split(path: Path) -> Tensor:
+    """The dataset `x` of one split file as a float32 tensor (N, T, 2, H, W)."""
+    with open_split(path) as x:
+        try:
+            values = x[...]
+        except OSError as exc:
+            raise BadInputError(path, f"is not a readable HDF5 file ({exc})") from None
+    return torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))
+
+
+def check_dataset(folder: Path, window: int) -> None:
+    """Fail before a run directory exists when train.h5/valid.h5 are missing or do not fit --window."""
+    shapes = {}
+    for split in ("train", "valid"):
+        path = Path(folder) / f"{split}.h5"
+        with open_split(path) as x:
+            shapes[split] = x.shape
+        if x.shape[1] < window:
+            raise BadInputError(path, f"trajectories of {x.shape[1]} states are shorter than --window {window}")
+    if shapes["train"][2:] != shapes["valid"][2:]:
+        raise BadInputError(Path(folder) / "valid.h5", f"states of shape {shapes['valid'][2:]} differ from "
+                                                      f"train.h5's {shapes['train'][2:]}")
 
 
 def read_meta(folder: Path) -> dict:
