@@ -51,3 +51,19 @@ def wait_for(predicate, timeout=30.0, interval=0.05, what="condition"):
 
 def read_json(path):
     return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="session")
+def kolmogorov_data(tmp_path_factory):
+    """The tiny Kolmogorov dataset the kolmogorov tests share: 10 trajectories of 8 states at 16²."""
+    import torch
+
+    from runforge.trainers.kolmogorov.config import data_preset
+    from runforge.trainers.kolmogorov.data import generate
+
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("kdata")
+    cfg = data_preset("tiny")
+    cfg.trajectories, cfg.length = 10, 8
+    generate(cfg, out, log=lambda _: None)
+    return out

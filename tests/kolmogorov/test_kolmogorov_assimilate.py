@@ -15,9 +15,9 @@ torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
-def trained(data, tmp_path_factory):
+def trained(kolmogorov_data, tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
-    assert main(["train", "kolmogorov", "--preset", "tiny", "--data", str(data), "--root", str(root),
+    assert main(["train", "kolmogorov", "--preset", "tiny", "--data", str(kolmogorov_data), "--root", str(root),
                  "--epochs", "1", "--window", "3", "--progress", "lines"]) == 0
     (run,) = list(root.iterdir())
     return run
@@ -60,7 +60,22 @@ def test_bad_run_directories_get_one_line_errors(trained, tmp_path, capsys):
     assert main(["assimilate", str(trained), "--obs", "coarse", "--factor", "3"]) == 2
     assert "--factor" in capsys.readouterr().err
     assert main(["assimilate", str(trained), "--obs", "coarse", "--trajectory", "5"]) == 2
-    assert "test set has 1" in capsys.readouterr().err
+    assert "test.h5: has 1 test trajectories: --trajectory 5" in capsys.readouterr().err
+    assert main(["assimilate", str(trained), "--obs", "coarse", "--length", "9"]) == 2
+    assert "test.h5: has 8 states per trajectory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags, message", [
+    ([], "missing required option(s): --obs"),
+    (["--obs", "dense"], "--obs"),
+    (["--obs", "coarse", "--samples", "0"], "--samples: must be at least 1"),
+    (["--obs", "coarse", "--noise", "0"], "--noise and --tau must be positive"),
+])
+def test_bad_flags_get_one_line_errors_before_anything_is_read(flags, message, tmp_path, capsys):
+    assert main(["assimilate", str(tmp_path / "no-run"), *flags]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+    assert not any(tmp_path.iterdir())
 
 
 def test_interpolation_baseline_is_exact_where_it_must_be():

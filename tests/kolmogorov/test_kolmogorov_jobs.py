@@ -15,9 +15,9 @@ torch.set_num_threads(1)
 RUN_DIR = re.compile(r"^([a-z]+-[a-z]+-\d+)_([a-z0-9]{8})$")
 
 
-def test_array_of_three_runs_in_parallel_each_in_its_own_directory(data, tmp_path):
+def test_array_of_three_runs_in_parallel_each_in_its_own_directory(kolmogorov_data, tmp_path):
     root = tmp_path / "runs"
-    code = main(["train", "kolmogorov", "--preset", "tiny", "--data", str(data), "--root", str(root), "--epochs", "1",
+    code = main(["train", "kolmogorov", "--preset", "tiny", "--data", str(kolmogorov_data), "--root", str(root), "--epochs", "1",
                  "--window", "3", "--sample_steps", "2", "--array", "3", "--workers", "2", "--progress", "lines"])
     assert code == 0
     dirs = sorted(p for p in root.iterdir() if p.is_dir())
@@ -49,7 +49,7 @@ echo 4242
 
 
 @pytest.mark.parametrize("backend", ["submitit", "slurm"])
-def test_array_through_submitit_and_a_slurm_submission(backend, data, tmp_path, monkeypatch):
+def test_array_through_submitit_and_a_slurm_submission(backend, kolmogorov_data, tmp_path, monkeypatch):
     if backend == "slurm":  # sbatch and srun stand-ins that execute the generated submission script
         bin_dir = tmp_path / "bin"
         bin_dir.mkdir()
@@ -59,7 +59,7 @@ def test_array_through_submitit_and_a_slurm_submission(backend, data, tmp_path, 
             (bin_dir / tool).chmod(0o755)
         monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     root = tmp_path / "runs"
-    code = main(["train", "kolmogorov", "--preset", "tiny", "--data", str(data), "--root", str(root), "--epochs", "1",
+    code = main(["train", "kolmogorov", "--preset", "tiny", "--data", str(kolmogorov_data), "--root", str(root), "--epochs", "1",
                  "--window", "3", "--sample_steps", "2", "--array", "2", "--backend", backend, "--device", "cpu",
                  "--progress", "lines"])
     assert code == 0
@@ -77,7 +77,7 @@ def test_array_through_submitit_and_a_slurm_submission(backend, data, tmp_path, 
         assert f"srun {sys.executable} " in script  # this venv's interpreter, not the node's `python`
 
 
-def test_wandb_offline_names_the_run_dir_writes_its_files_and_touches_no_network(data, tmp_path, monkeypatch):
+def test_wandb_offline_names_the_run_dir_writes_its_files_and_touches_no_network(kolmogorov_data, tmp_path, monkeypatch):
     outside = []
     real_connect = socket.socket.connect
 
@@ -91,7 +91,7 @@ def test_wandb_offline_names_the_run_dir_writes_its_files_and_touches_no_network
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("WANDB_SILENT", "true")
     root = tmp_path / "runs"
-    code = main(["train", "kolmogorov", "--preset", "tiny", "--data", str(data), "--root", str(root), "--epochs", "1",
+    code = main(["train", "kolmogorov", "--preset", "tiny", "--data", str(kolmogorov_data), "--root", str(root), "--epochs", "1",
                  "--window", "3", "--sample_steps", "2", "--wandb", "offline", "--progress", "lines"])
     assert code == 0
     assert outside == []

@@ -26,9 +26,9 @@ RUN_DIR = re.compile(r"^[a-z]+-[a-z]+-\d+_[a-z0-9]{8}$")
 
 
 @pytest.fixture(scope="module")
-def tiny_run(data, tmp_path_factory):
+def tiny_run(kolmogorov_data, tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
-    code = main(["train", "kolmogorov", "--preset", "tiny", "--data", str(data), "--root", str(root),
+    code = main(["train", "kolmogorov", "--preset", "tiny", "--data", str(kolmogorov_data), "--root", str(root),
                  "--window", "3", "--progress", "lines"])
     assert code == 0
     (run,) = list(root.iterdir())
@@ -44,17 +44,17 @@ def test_missing_dataset_is_one_error_line_before_any_run_dir(tmp_path, capsys):
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
-def test_dataset_shorter_than_the_window_is_refused(data, tmp_path, capsys):
-    assert main(["train", "kolmogorov", "--preset", "tiny", "--data", str(data), "--window", "9",
+def test_dataset_shorter_than_the_window_is_refused(kolmogorov_data, tmp_path, capsys):
+    assert main(["train", "kolmogorov", "--preset", "tiny", "--data", str(kolmogorov_data), "--window", "9",
                  "--root", str(tmp_path / "runs")]) == 2
     assert "train.h5: trajectories of 8 states are shorter than --window 9" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
-def test_config_json_at_start_holds_the_seed_config_first(data, tmp_path):
+def test_config_json_at_start_holds_the_seed_config_first(kolmogorov_data, tmp_path):
     # the seed's full-size network: stop the process as soon as config.json is written
     root = tmp_path / "runs"
-    proc = subprocess.Popen([sys.executable, "-m", "runforge", "train", "kolmogorov", "--data", str(data),
+    proc = subprocess.Popen([sys.executable, "-m", "runforge", "train", "kolmogorov", "--data", str(kolmogorov_data),
                              "--root", str(root), "--progress", "lines"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -113,9 +113,9 @@ def test_resume_from_a_checkpoint_reaches_the_same_final_state(tiny_run, capsys)
         assert json.loads(a)["loss_train"] == pytest.approx(json.loads(b)["loss_train"], rel=1e-5)
 
 
-def test_score_loss_decreases_on_a_tiny_set_and_every_parameter_gets_a_gradient(data):
+def test_score_loss_decreases_on_a_tiny_set_and_every_parameter_gets_a_gradient(kolmogorov_data):
     torch.manual_seed(0)
-    x = random_windows(load_split(data / "train.h5"), 3, torch.Generator().manual_seed(0))
+    x = random_windows(load_split(kolmogorov_data / "train.h5"), 3, torch.Generator().manual_seed(0))
     config = to_dict(Config(window=3, embedding=16, hidden_channels=[8, 16], hidden_blocks=[1, 1]))
     score = make_score(config)
     sde = VPSDE(score.kernel, x.shape[1:])

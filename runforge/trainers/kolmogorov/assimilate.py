@@ -12,7 +12,6 @@ Writes into OUT (default RUN/assimilation/{obs}_x{factor}_t{first}):
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from dataclasses import dataclass
@@ -24,8 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ...config import to_dict
 from ...errors import BadInputError
 from ...run._atomic import write_json
+from .config import AssimilateConfig
 from .data import load_split, pick_device
 from .figures import grid
 from .score import VPSDE, GaussianPosterior, MarkovScore, make_score
@@ -106,56 +107,54 @@ def load_run(run: Path, device: torch.device) -> tuple[dict, MarkovScore]:
 
 
 def posterior_samples(score: MarkovScore, y: Tensor, observe: Callable[[Tensor], Tensor], shape: tuple[int, ...],
-                      args: argparse.Namespace, device: torch.device, progress: Callable[[int], None] | None = None) -> Tensor:
-    """`args.samples` draws of p(x | y) over trajectories of `shape` (L, 2, N, N)."""
+                      cfg: AssimilateConfig, device: torch.device, progress: Callable[[int], None] | None = None) -> Tensor:
+    """`cfg.samples` draws of p(x | y) over trajectories of `shape` (L, 2, N, N)."""
     prior = VPSDE(score, shape)
-    posterior = GaussianPosterior(prior, y.to(device), observe, std=args.noise, gamma=args.gamma)
+    posterior = GaussianPosterior(prior, y.to(device), observe, std=cfg.noise, gamma=cfg.gamma)
     sampler = VPSDE(posterior, shape)
-    return sampler.sample(args.samples, steps=args.steps, corrections=args.corrections, tau=args.tau,
+    return sampler.sample(cfg.samples, steps=cfg.steps, corrections=cfg.corrections, tau=cfg.tau,
                           device=device, progress=progress).cpu()
 
 
-def check_args(args: argparse.Namespace, test: Tensor, window: int) -> None:
+def check_fits(cfg: AssimilateConfig, test: Tensor, window: int, path: Path) -> None:
+    """The flags that depend on the test set and the run: grid size, trajectory count, length."""
     n, t, _, size, _ = test.shape
-    for name in ("factor", "every", "length", "samples", "steps", "trajectories"):
-        if getattr(args, name) < 1:
-            raise BadInputError(None, f"--{name}: must be at least 1, got {getattr(args, name)}")
-    if args.noise <= 0:
-        raise BadInputError(None, f"--noise: must be positive, got {args.noise}")
-    if size % args.factor:
-        raise BadInputError(None, f"--factor: {args.factor} does not divide the grid size {size}")
-    if not 0 <= args.trajectory or args.trajectory + args.trajectories > n:
-        raise BadInputError(None, f"--trajectory/--trajectories: the test set has {n} trajectories")
-    if args.length < window or args.start < 0 or args.start + args.length > t:
-        raise BadInputError(None, f"--start/--length: need {window} <= length and start + length <= {t} states")
+    if size % cfg.factor:
+        raise BadInputError(None, f"--factor: {cfg.factor} does not divide the grid size {size}")
+    if cfg.trajectory + cfg.trajectories > n:
+        raise BadInputError(path, f"has {n} test trajectories: --trajectory {cfg.trajectory} "
+                                  f"--trajectories {cfg.trajectories} asks past the end")
+    if cfg.length < window or cfg.start + cfg.length > t:
+        raise BadInputError(path, f"has {t} states per trajectory: need --window {window} <= --length and "
+                                  f"--start + --length <= {t}")
 
 
-def run_assimilation(args: argparse.Namespace) -> int:
-    device = pick_device(args.device)
+def run_assimilation(run: Path, cfg: AssimilateConfig) -> int:
+    device = pick_device(cfg.device)
     if device.type == "cpu":
         torch.set_num_threads(1)
-    config, score = load_run(args.run, device)
-    data = Path(args.data or config.get("data", ""))
+    config, score = load_run(run, device)
+    data = Path(cfg.data or config.get("data", ""))
     test = load_split(data / "test.h5")
-    check_args(args, test, config["window"])
-    observe = Observation(args.obs, args.factor, args.every)
-    out = args.out or args.run / "assimilation" / f"{args.obs}_x{args.factor}_t{args.trajectory}"
+    check_fits(cfg, test, config["window"], data / "test.h5")
+    observe = Observation(cfg.obs, cfg.factor, cfg.every)
+    out = cfg.out or run / "assimilation" / f"{cfg.obs}_x{cfg.factor}_t{cfg.trajectory}"
     out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(args.seed)
+    torch.manual_seed(cfg.seed)
 
     size = test.shape[-1]
-    shape = (args.length, 2, size, size)
+    shape = (cfg.length, 2, size, size)
     rows, results = [], []
     arrays: dict[str, list[np.ndarray]] = {k: [] for k in ("truth", "y", "samples", "mean", "baseline")}
-    for index in range(args.trajectory, args.trajectory + args.trajectories):
-        truth = test[index, args.start:args.start + args.length]
+    for index in range(cfg.trajectory, cfg.trajectory + cfg.trajectories):
+        truth = test[index, cfg.start:cfg.start + cfg.length]
         y = observe(truth)
-        y = y + args.noise * torch.randn_like(y)
+        y = y + cfg.noise * torch.randn_like(y)
         started = time.perf_counter()
-        samples = posterior_samples(score, y, observe, shape, args, device)
+        samples = posterior_samples(score, y, observe, shape, cfg, device)
         seconds = time.perf_counter() - started
         mean = samples.mean(dim=0)
-        baseline = observe.interpolate(y, args.length, size)
+        baseline = observe.interpolate(y, cfg.length, size)
         result = {
             "trajectory": index,
             "rmse_posterior_mean": rmse(mean, truth),
@@ -173,17 +172,14 @@ def run_assimilation(args: argparse.Namespace) -> int:
         for key, value in (("truth", truth), ("y", y), ("samples", samples), ("mean", mean), ("baseline", baseline)):
             arrays[key].append(value.numpy())
         if not rows:
-            rows = figure_rows(truth, observe.interpolate(y, args.length, size), samples, mean, baseline)
+            rows = figure_rows(truth, observe.interpolate(y, cfg.length, size), samples, mean, baseline)
 
     summary = {key: float(np.mean([r[key] for r in results]))
                for key in ("rmse_posterior_mean", "rmse_posterior_samples", "rmse_baseline", "rms_truth")}
     summary["ratio_to_baseline"] = summary["rmse_posterior_mean"] / summary["rmse_baseline"]
     report = {
-        "run": str(args.run), "data": str(data), "obs": args.obs, "factor": args.factor,
-        "every": args.every if args.obs == "sparse" else 1, "noise": args.noise, "length": args.length,
-        "start": args.start, "samples": args.samples, "steps": args.steps, "corrections": args.corrections,
-        "tau": args.tau, "gamma": args.gamma, "seed": args.seed,
-        "baseline": "periodic bicubic interpolation in space" + (", linear in time" if args.obs == "sparse" else ""),
+        "run": str(run), **to_dict(cfg), "data": str(data), "out": str(out),
+        "baseline": "periodic bicubic interpolation in space" + (", linear in time" if cfg.obs == "sparse" else ""),
         "error": "RMSE over every state, velocity component and grid point",
         "mean": summary, "trajectories": results,
     }
@@ -191,7 +187,7 @@ def run_assimilation(args: argparse.Namespace) -> int:
     picture.save(out / "vorticity.png")
     write_posterior(out / "posterior.h5", {k: np.stack(v) for k, v in arrays.items()})
     write_json(out / "figures.json", report)
-    print(f"assimilation ({args.obs}): posterior-mean RMSE {summary['rmse_posterior_mean']:.4f} vs interpolation "
+    print(f"assimilation ({cfg.obs}): posterior-mean RMSE {summary['rmse_posterior_mean']:.4f} vs interpolation "
           f"{summary['rmse_baseline']:.4f} (ratio {summary['ratio_to_baseline']:.3f}) over {len(results)} "
           f"trajector{'y' if len(results) == 1 else 'ies'}; figures in {out}")
     return 0

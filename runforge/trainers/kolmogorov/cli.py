@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 
 from ...config import add_config_arguments, build
-from .config import DATA_PRESETS, DataConfig, data_preset
+from .config import DATA_PRESETS, AssimilateConfig, DataConfig, data_preset
 
 
 def register(commands, data) -> None:
@@ -28,27 +28,8 @@ def register(commands, data) -> None:
         description="Score-based data assimilation with a trained `kolmogorov` run: observe test trajectories "
                     "(coarsened or sparse, plus noise), sample the posterior with the run's score, and compare "
                     "the posterior mean with an interpolation of the observations.")
-    a = assimilate.add_argument
-    a("run", metavar="RUN", type=Path, help="a finished kolmogorov run directory (with state.pth)")
-    a("--obs", choices=("coarse", "sparse"), required=True,
-      help="coarse: block means of FACTOR×FACTOR cells of every state; sparse: every FACTOR-th grid point "
-           "of every EVERY-th state")
-    a("--factor", type=int, default=4, help="coarsening factor, or spacing of the sparse grid points (default 4)")
-    a("--every", type=int, default=1, help="sparse: observe every N-th state (default 1)")
-    a("--noise", type=float, default=0.1, help="standard deviation of the observation noise (default 0.1)")
-    a("--data", type=Path, help="dataset folder with test.h5 (default: the run's --data)")
-    a("--trajectory", type=int, default=0, help="first test trajectory (default 0)")
-    a("--trajectories", type=int, default=1, help="how many test trajectories, from --trajectory (default 1)")
-    a("--start", type=int, default=0, help="first state of each trajectory (default 0)")
-    a("--length", type=int, default=16, help="states per assimilated trajectory (default 16)")
-    a("--samples", type=int, default=4, help="posterior samples per trajectory (default 4)")
-    a("--steps", type=int, default=256, help="reverse-diffusion steps (default 256)")
-    a("--corrections", type=int, default=1, help="Langevin corrections per step (default 1)")
-    a("--tau", type=float, default=0.5, help="Langevin step amplitude (default 0.5)")
-    a("--gamma", type=float, default=1e-2, help="likelihood widening γ of SDA's Gaussian posterior score (default 0.01)")
-    a("--seed", type=int, default=0, help="random seed of the noise and the sampler (default 0)")
-    a("--device", choices=("auto", "cpu", "cuda"), default="auto", help="cuda when available with auto")
-    a("--out", type=Path, help="output folder (default RUN/assimilation/{obs}_x{factor}_t{trajectory})")
+    assimilate.add_argument("run", metavar="RUN", type=Path, help="a finished kolmogorov run directory (with state.pth)")
+    add_config_arguments(assimilate, AssimilateConfig)
     assimilate.set_defaults(handler=cmd_assimilate)
 
 
@@ -69,6 +50,9 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_assimilate(args: argparse.Namespace) -> int:
+    fields = set(AssimilateConfig.__dataclass_fields__)
+    cfg = build(AssimilateConfig, None, {k: v for k, v in vars(args).items() if k in fields})
+
     from .assimilate import run_assimilation
 
-    return run_assimilation(args)
+    return run_assimilation(args.run, cfg)

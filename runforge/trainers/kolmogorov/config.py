@@ -6,9 +6,9 @@ starts with exactly those keys); the rest are runforge's additions. No torch her
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Optional
 
 from ...config import option
 from ...errors import ConfigError
@@ -123,3 +123,37 @@ DATA_PRESETS = {
 
 def data_preset(name: str) -> DataConfig:
     return replace(DATA_PRESETS[name])
+
+
+@dataclass
+class AssimilateConfig:
+    """`runforge assimilate RUN`: posterior samples of held-out test trajectories given noisy observations."""
+
+    obs: Literal["coarse", "sparse"] = field(metadata={
+        "help": "coarse: block means of FACTOR×FACTOR cells of every state; sparse: every FACTOR-th grid "
+                "point of every EVERY-th state"})
+    factor: int = option(4, "coarsening factor, or spacing of the sparse grid points")
+    every: int = option(1, "sparse: observe every N-th state")
+    noise: float = option(0.1, "standard deviation of the observation noise")
+    data: Optional[Path] = option(None, "dataset folder with test.h5 (default: the run's --data)")
+    trajectory: int = option(0, "first test trajectory")
+    trajectories: int = option(1, "how many test trajectories, from --trajectory")
+    start: int = option(0, "first state of each trajectory")
+    length: int = option(16, "states per assimilated trajectory")
+    samples: int = option(4, "posterior samples per trajectory")
+    steps: int = option(256, "reverse-diffusion (predictor) steps")
+    corrections: int = option(1, "Langevin corrections per step")
+    tau: float = option(0.5, "Langevin step amplitude")
+    gamma: float = option(1e-2, "likelihood widening γ of SDA's Gaussian posterior score")
+    seed: int = option(0, "random seed of the noise and the sampler")
+    device: Literal["auto", "cpu", "cuda"] = option("auto", "cuda when available with auto")
+    out: Optional[Path] = option(None, "output folder (default RUN/assimilation/{obs}_x{factor}_t{trajectory})")
+
+    def check(self) -> None:
+        for name in ("factor", "every", "length", "samples", "steps", "trajectories"):
+            if getattr(self, name) < 1:
+                raise ConfigError(None, f"--{name}: must be at least 1, got {getattr(self, name)}")
+        if self.trajectory < 0 or self.start < 0 or self.corrections < 0:
+            raise ConfigError(None, "--trajectory, --start and --corrections must be >= 0")
+        if self.noise <= 0 or self.tau <= 0 or self.gamma < 0:
+            raise ConfigError(None, "--noise and --tau must be positive, --gamma >= 0")
