@@ -118,12 +118,19 @@ def cmd_train(name: str | None, argv: list[str]) -> int:
     resume = run_args.get("resume")
     run_options: Callable[[Any], dict[str, Any]] | None = getattr(config_module, "run_options", None)
     out = run_args.get("out")
-    if resume is True and out is None and run_options is not None:
-        out = run_options(build(cls, base, args)).get("out")  # the trainer's own default folder (voxel's)
+    if resume is True and out is None:
+        out = getattr(config_module, "DEFAULT_OUT", None)  # the trainer's own default folder (voxel's)
+    if resume is True and out is None:
+        from .run.run import RESUME_NEEDS_A_RUN
+
+        raise ConfigError(None, RESUME_NEEDS_A_RUN)
     resume_dir = _resume_dir(resume, out)
     if resume_dir is not None and (resume_dir / "config.json").exists():
         base = load_file(cls, resume_dir / "config.json", base)
     cfg = build(cls, base, args)
+    check_inputs: Callable[[Any], None] | None = getattr(config_module, "check_inputs", None)
+    if check_inputs is not None:
+        check_inputs(cfg)  # a missing or broken dataset fails here, leaving nothing on disk
 
     options: dict[str, Any] = {}
     if run_options is not None:

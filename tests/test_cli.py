@@ -31,6 +31,10 @@ def _one_line_error(result, *needles):
     (["train", "toy", "--preset", "huge"], ["--preset", "invalid choice"]),
     (["show", "no/such/run"], ["no/such/run", "not a run directory"]),
     (["frobnicate"], ["invalid choice: 'frobnicate'"]),
+    # bare --resume names the missing run, not the trainer's default dataset or required flags
+    (["train", "toy", "--resume"], ["--resume needs a run directory"]),
+    (["train", "splat", "--resume"], ["--resume needs a run directory"]),
+    (["train", "kolmogorov", "--resume"], ["--resume needs a run directory"]),
 ])
 def test_bad_input_exits_2_with_one_line(tmp_dir, args, needles):
     _one_line_error(run_cli(*args, cwd=tmp_dir), *needles)

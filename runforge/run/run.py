@@ -58,6 +58,7 @@ STATUS_FILE = "status.json"
 EVENTS_FILE = "events.log"
 TB_DIR = "tb"
 IMAGES_DIR = "images"
+RESUME_NEEDS_A_RUN = "--resume needs a run directory or checkpoint (or --out DIR)"
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
 Status = Literal["running", "finished", "failed", "interrupted"]
@@ -230,7 +231,7 @@ class Run:
             return run_dir, info.get("name", run_dir.name), info.get("id", ""), bool(resume)
         if out is None:
             if resume:
-                raise BadInputError(None, "--resume needs a run directory or checkpoint (or --out DIR)")
+                raise BadInputError(None, RESUME_NEEDS_A_RUN)
             path, run_name, run_id = create_run_dir(root, name)
             if self.world_size > 1:
                 rendezvous(Path(root), path)

@@ -75,11 +75,13 @@ PRESETS = {
 }
 
 
-def run_options(cfg: Config) -> dict[str, Any]:
-    # The CLI calls this before it opens the run: a missing or unfit dataset fails here, leaving nothing on disk.
-    from .data import check_dataset
+def check_inputs(cfg: Config) -> None:
+    from .data import check_dataset  # h5py (and torch), only when a training starts
 
     check_dataset(cfg.data, cfg.window)
+
+
+def run_options(cfg: Config) -> dict[str, Any]:
     # samples/ as the spec's run layout for this trainer
     return {"steps": cfg.epochs, "images_dir": "samples", "checkpoint_options": {"keep_last": cfg.keep_last}}
 

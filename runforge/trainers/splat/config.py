@@ -104,11 +104,13 @@ PRESETS: dict[str, Any] = {
 PRESETS["cpu_mcmc"] = replace(PRESETS["mcmc"], **CPU, cap_max=6000)
 
 
-def run_options(cfg: Config) -> dict[str, Any]:
-    # The CLI calls this before it opens the run: a broken scene fails here, leaving nothing on disk.
+def check_inputs(cfg: Config) -> None:
     from .colmap import check_scene  # numpy + pycolmap, no torch
 
     check_scene(Path(cfg.data_dir))
+
+
+def run_options(cfg: Config) -> dict[str, Any]:
     return {
         "steps": cfg.max_steps,
         "snapshot_dir": "stats",
