@@ -7,6 +7,7 @@ import os
 
 import pytest
 
+import runforge
 from monitor_helpers import Server, make_run
 
 SECRET = b"top secret, outside the root"
@@ -26,6 +27,11 @@ def served(tmp_path_factory):
         (run_dir / "run.json").write_text(json.dumps(info))
     (new / "images").mkdir(exist_ok=True)
     (new / "images" / "step_0001_link.png").symlink_to(base / "secret.txt")
+    with runforge.Run(out=root / "samples-run", images_dir="samples", tensorboard=False, progress=False,
+                      handle_signals=False) as run:  # kolmogorov's layout: images in samples/
+        run.image(4, "samples", [[[0, 0, 255]] * 4] * 3)
+    info = json.loads((run.dir / "run.json").read_text())
+    (run.dir / "run.json").write_text(json.dumps({**info, "created_at": "2025-01-01T00:00:00Z"}))
     (root / "linked-run").symlink_to(old)  # a second name for a run inside the root: still served
     (root / "outside-link").symlink_to(make_run(base, "elsewhere", steps=3))
     server = Server(str(root))
@@ -42,6 +48,14 @@ def test_runs_table_lists_runs_newest_first_with_their_columns(served):
     old = by_key["old-run"]
     assert (old["trainer"], old["status"], old["step"], old["step_max"]) == ("unit", "finished", 10, 10)
     assert (old["best_name"], old["best"]) == ("best_quality_ever", 0.25)
+
+
+def test_images_are_listed_and_served_from_the_runs_images_dir(served):
+    server, _, root = served
+    images = server.get_json("/api/run/samples-run")["images"]
+    assert images == {"samples": [{"step": 4, "file": "samples/step_0004_samples.png"}]}
+    status, body, _ = server.request("GET", "/api/run/samples-run/file/samples/step_0004_samples.png")
+    assert status == 200 and body == (root / "samples-run" / "samples" / "step_0004_samples.png").read_bytes()
 
 
 def test_series_are_downsampled_on_the_server_and_keep_spikes(served):
