@@ -120,10 +120,10 @@ def cmd_train(name: str | None, argv: list[str]) -> int:
     out = run_args.get("out")
     if resume is True and out is None:
         out = getattr(config_module, "DEFAULT_OUT", None)  # the trainer's own default folder (voxel's)
-    if resume is True and out is None:
-        from .run.run import RESUME_NEEDS_A_RUN
+        if out is None:
+            from .run.run import RESUME_NEEDS_A_RUN
 
-        raise ConfigError(None, RESUME_NEEDS_A_RUN)
+            raise ConfigError(None, RESUME_NEEDS_A_RUN)
     resume_dir = _resume_dir(resume, out)
     if resume_dir is not None and (resume_dir / "config.json").exists():
         base = load_file(cls, resume_dir / "config.json", base)

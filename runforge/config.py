@@ -149,6 +149,12 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
                                help=f"{help_text} (default: {shown})")
 
 
+def build_from_args(cls: type[T], args: argparse.Namespace, base: T | None = None) -> T:
+    """A config from the flags `add_config_arguments` added to a parser (only those given override `base`)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return build(cls, base, {k: v for k, v in vars(args).items() if k in names})
+
+
 def to_jsonable(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)

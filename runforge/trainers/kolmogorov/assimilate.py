@@ -172,7 +172,7 @@ def run_assimilation(run: Path, cfg: AssimilateConfig) -> int:
         for key, value in (("truth", truth), ("y", y), ("samples", samples), ("mean", mean), ("baseline", baseline)):
             arrays[key].append(value.numpy())
         if not rows:
-            rows = figure_rows(truth, observe.interpolate(y, cfg.length, size), samples, mean, baseline)
+            rows = figure_rows(truth, baseline, samples, mean, baseline)  # the observation, shown interpolated
 
     summary = {key: float(np.mean([r[key] for r in results]))
                for key in ("rmse_posterior_mean", "rmse_posterior_samples", "rmse_baseline", "rms_truth")}

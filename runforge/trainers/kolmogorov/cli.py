@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ...config import add_config_arguments, build
+from ...config import add_config_arguments, build_from_args
 from .config import DATA_PRESETS, AssimilateConfig, DataConfig, data_preset
 
 
@@ -34,9 +34,7 @@ def register(commands, data) -> None:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    fields = set(DataConfig.__dataclass_fields__)
-    overrides = {k: v for k, v in vars(args).items() if k in fields}
-    cfg = build(DataConfig, data_preset(args.preset), overrides)
+    cfg = build_from_args(DataConfig, args, data_preset(args.preset))
 
     import torch
 
@@ -50,8 +48,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_assimilate(args: argparse.Namespace) -> int:
-    fields = set(AssimilateConfig.__dataclass_fields__)
-    cfg = build(AssimilateConfig, None, {k: v for k, v in vars(args).items() if k in fields})
+    cfg = build_from_args(AssimilateConfig, args)
 
     from .assimilate import run_assimilation
 

@@ -136,8 +136,8 @@ def check_dataset(folder: Path, window: int) -> None:
         path = Path(folder) / f"{split}.h5"
         with open_split(path) as x:
             shapes[split] = x.shape
-        if x.shape[1] < window:
-            raise BadInputError(path, f"trajectories of {x.shape[1]} states are shorter than --window {window}")
+        if shapes[split][1] < window:
+            raise BadInputError(path, f"trajectories of {shapes[split][1]} states are shorter than --window {window}")
     if shapes["train"][2:] != shapes["valid"][2:]:
         raise BadInputError(Path(folder) / "valid.h5", f"states of shape {shapes['valid'][2:]} differ from "
                                                       f"train.h5's {shapes['train'][2:]}")
