@@ -147,9 +147,12 @@ def cmd_train(name: str | None, argv: list[str]) -> int:
 
     from .run import Run
 
-    train = importlib.import_module(TRAINERS[name] + ".train").train
+    train_module = importlib.import_module(TRAINERS[name] + ".train")
+    load_checkpoint = getattr(train_module, "load_checkpoint", None)
+    if load_checkpoint is not None:
+        options["load_checkpoint"] = lambda path: load_checkpoint(path, cfg)  # checked before the run is touched
     with Run(trainer=name, config=to_dict(cfg), **options) as run:
-        train(cfg, run)
+        train_module.train(cfg, run)
     print(f"run {run.status}: {run.dir}")
     return run.exit_code
 

@@ -12,8 +12,11 @@ flags, defaults, the saved config and the generated docs cannot drift apart.
 
 Supported field types: int, float, str, bool, pathlib.Path, Literal[...],
 Optional[T] (`none` on the command line), and tuple[T, ...] / list[T].
-Unknown flags, unknown config-file keys and values of the wrong type are
-`ConfigError`s: one line, exit 2.
+Numbers must be finite; `option(..., gt=0, le=10)` bounds a number (or each
+element of a list of numbers), checked for flags, config files and presets alike.
+A config file's values must have their JSON type (`"5"` is not an integer).
+Unknown flags, unknown config-file keys and values of the wrong type or out of
+range are `ConfigError`s: one line, exit 2.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
+import operator
 import sys
 import types
 import typing
@@ -33,9 +38,14 @@ T = TypeVar("T")
 _MISSING = dataclasses.MISSING
 
 
-def option(default: Any, help: str, **metadata: Any) -> Any:
-    """A config field with its help text; lists and dicts get a default_factory."""
-    metadata = {"help": help, **metadata}
+BOUNDS = {"gt": (operator.gt, ">"), "ge": (operator.ge, ">="), "lt": (operator.lt, "<"), "le": (operator.le, "<=")}
+
+
+def option(default: Any, help: str, *, gt: float | None = None, ge: float | None = None, lt: float | None = None,
+           le: float | None = None, **metadata: Any) -> Any:
+    """A config field with its help text and optional bounds; lists and dicts get a default_factory."""
+    bounds = {name: value for name, value in (("gt", gt), ("ge", ge), ("lt", lt), ("le", le)) if value is not None}
+    metadata = {"help": help, **({"bounds": bounds} if bounds else {}), **metadata}
     if isinstance(default, (list, dict, set)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -63,11 +73,33 @@ def type_name(tp: Any) -> str:
     return f"{name}|none" if optional else name
 
 
-def convert(tp: Any, raw: Any, where: str) -> Any:
-    """Turn `raw` (a CLI string or a JSON value) into a value of type `tp`, or raise ConfigError."""
+def bounds_text(field: dataclasses.Field[Any]) -> str:
+    """`>0, <=10` for a bounded field, '' otherwise."""
+    return ", ".join(f"{BOUNDS[name][1]}{value:g}" for name, value in field.metadata.get("bounds", {}).items())
+
+
+def check_bounds(field: dataclasses.Field[Any], value: Any, where: str) -> None:
+    bounds = field.metadata.get("bounds")
+    if not bounds or value is None:
+        return
+    for item in value if isinstance(value, (list, tuple)) else (value,):
+        for name, limit in bounds.items():
+            compare, symbol = BOUNDS[name]
+            if not compare(item, limit):
+                raise ConfigError(None, f"{where}: must be {symbol} {limit:g}, got {item!r}")
+
+
+def convert(tp: Any, raw: Any, where: str, *, from_text: bool = True) -> Any:
+    """Turn `raw` into a value of type `tp`, or raise ConfigError.
+
+    `from_text`: `raw` is a command-line string (`"5"` may be an int); otherwise a JSON
+    value, which must already have the field's type.
+    """
     inner, optional = _unwrap_optional(tp)
-    if optional and (raw is None or (isinstance(raw, str) and raw.lower() in ("none", "null"))):
+    if optional and (raw is None or (from_text and isinstance(raw, str) and raw.lower() in ("none", "null"))):
         return None
+    if not from_text and isinstance(raw, str) and inner in (int, float, bool):
+        raise ConfigError(None, f"{where}: expected {type_name(inner).lower()}, got the string {raw!r}")
     origin = typing.get_origin(inner)
     if origin is Literal:
         choices = typing.get_args(inner)
@@ -77,13 +109,13 @@ def convert(tp: Any, raw: Any, where: str) -> Any:
         raise ConfigError(None, f"{where}: {raw!r} is not one of {', '.join(map(str, choices))}")
     if origin in (tuple, list):
         args = [a for a in typing.get_args(inner) if a is not Ellipsis]
-        items = raw.split(",") if isinstance(raw, str) else raw
+        items = raw.split(",") if from_text and isinstance(raw, str) else raw
         if not isinstance(items, (list, tuple)):
             raise ConfigError(None, f"{where}: expected a list, got {raw!r}")
         if origin is tuple and args and Ellipsis not in typing.get_args(inner) and len(items) != len(args):
             raise ConfigError(None, f"{where}: expected {len(args)} values, got {len(items)}")
         element_types = args if origin is tuple and Ellipsis not in typing.get_args(inner) else [args[0] if args else str] * len(items)
-        values = [convert(t, v, where) for t, v in zip(element_types, items)]
+        values = [convert(t, v, where, from_text=from_text) for t, v in zip(element_types, items)]
         return tuple(values) if origin is tuple else values
     if inner is bool:
         if isinstance(raw, bool):
@@ -98,15 +130,18 @@ def convert(tp: Any, raw: Any, where: str) -> Any:
             raise ConfigError(None, f"{where}: expected an integer, got {raw!r}")
         try:
             return int(raw)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: int(float("inf"))
             raise ConfigError(None, f"{where}: expected an integer, got {raw!r}") from None
     if inner is float:
         if isinstance(raw, bool):
             raise ConfigError(None, f"{where}: expected a number, got {raw!r}")
         try:
-            return float(raw)
-        except (TypeError, ValueError):
+            value = float(raw)
+        except (TypeError, ValueError, OverflowError):
             raise ConfigError(None, f"{where}: expected a number, got {raw!r}") from None
+        if not math.isfinite(value):
+            raise ConfigError(None, f"{where}: must be a finite number, got {raw!r}")
+        return value
     if inner is Path:
         if not isinstance(raw, str):
             raise ConfigError(None, f"{where}: expected a path, got {raw!r}")
@@ -138,6 +173,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         help_text = field.metadata.get("help", "")
         default = default_of(field)
         shown = "required" if default is _MISSING else json.dumps(to_jsonable(default))
+        if bounds_text(field):
+            help_text = f"{help_text}; {bounds_text(field)}"
         inner, _ = _unwrap_optional(tp)
         if inner is bool:
             group.add_argument(f"--{field.name}", dest=field.name, action="store_const", const=True,
@@ -183,10 +220,12 @@ def build(cls: type[T], base: T | None = None, overrides: dict[str, Any] | None 
             close = _closest(name, list(known))
             hint = f" (did you mean {close}?)" if close else ""
             raise ConfigError(None, f"{source}{name}: unknown option{hint}")
-        values[name] = convert(known[name][1], raw, f"{source}{name}")
+        values[name] = convert(known[name][1], raw, f"{source}{name}", from_text=source == "--")
     missing = [name for name, value in values.items() if value is _MISSING]
     if missing:
         raise ConfigError(None, f"missing required option(s): {', '.join('--' + m for m in missing)}")
+    for name, (field, _) in known.items():
+        check_bounds(field, values[name], f"{source}{name}")
     cfg = cls(**values)
     check = getattr(cfg, "check", None)
     if callable(check):
@@ -220,7 +259,8 @@ def markdown_table(cls: type) -> str:
         default = default_of(field)
         shown = "required" if default is _MISSING else json.dumps(to_jsonable(default))
         flag = f"--{field.name}" + (f" / --no_{field.name}" if _unwrap_optional(tp)[0] is bool else "")
-        cells = (f"`{flag}`", type_name(tp), f"`{shown}`", field.metadata.get("help", ""))
+        kind = type_name(tp) + (f" ({bounds_text(field)})" if bounds_text(field) else "")
+        cells = (f"`{flag}`", kind, f"`{shown}`", field.metadata.get("help", ""))
         rows.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     return "\n".join(rows) + "\n"
 

@@ -14,6 +14,8 @@ from typing import Any, BinaryIO, Callable
 
 from ..errors import BadInputError, RunNotFoundError
 
+TEMP_SUFFIX = ".tmp"  # `.{name}.{random}.tmp`: what a writer killed mid-write leaves behind
+
 
 def _fsync_dir(directory: Path) -> None:
     try:
@@ -28,11 +30,11 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def write_with(path: str | os.PathLike[str], write: Callable[[BinaryIO], Any], *, durable: bool = True) -> Path:
-    """Call `write(fileobj)` on a temporary file beside `path`, then rename it over `path`."""
+def stage_with(path: str | os.PathLike[str], write: Callable[[BinaryIO], Any], *, durable: bool = True) -> Path:
+    """Call `write(fileobj)` on a temporary file beside `path` and return it, complete but not yet in place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -40,16 +42,35 @@ def write_with(path: str | os.PathLike[str], write: Callable[[BinaryIO], Any], *
             if durable:
                 os.fsync(f.fileno())
         os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
     except BaseException:
         try:
             os.unlink(tmp)
         except OSError:
             pass
         raise
+    return Path(tmp)
+
+
+def commit(staged: Path, path: str | os.PathLike[str], *, durable: bool = True) -> Path:
+    """Rename a staged file over `path` (atomic on one filesystem)."""
+    path = Path(path)
+    os.replace(staged, path)
     if durable:
         _fsync_dir(path.parent)
     return path
+
+
+def write_with(path: str | os.PathLike[str], write: Callable[[BinaryIO], Any], *, durable: bool = True) -> Path:
+    """Call `write(fileobj)` on a temporary file beside `path`, then rename it over `path`."""
+    staged = stage_with(path, write, durable=durable)
+    try:
+        return commit(staged, path, durable=durable)
+    except BaseException:
+        try:
+            os.unlink(staged)
+        except OSError:
+            pass
+        raise
 
 
 def write_bytes(path: str | os.PathLike[str], data: bytes, *, durable: bool = True) -> Path:
@@ -108,8 +129,14 @@ def read_json_object(path: Path, what: str = "file", error: type[BadInputError] 
         if error is None:
             raise RunNotFoundError(f"{path}: no such {what}") from None
         raise error(path, f"no such {what}") from None
+    except IsADirectoryError:
+        raise (error or BadInputError)(path, f"is a directory, not a {what}") from None
+    except OSError as exc:
+        raise (error or BadInputError)(path, f"cannot be read ({exc.strerror or exc})") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise (error or BadInputError)(path, f"is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise (error or BadInputError)(path, "nests too deeply to be a runforge file") from None
     if not isinstance(data, dict):
         raise (error or BadInputError)(path, "must hold a JSON object")
     return data

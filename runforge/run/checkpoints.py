@@ -1,11 +1,22 @@
 """Checkpoints through a caller's save function, so the run layer never imports torch.
 
-    manager.save(step, state, torch.save)     # background, atomic: ckpts/ckpt_{step}_rank{rank}.pt
+    manager.write(step, state, torch.save)    # ckpts/ckpt_{step}_rank{rank}.pt (Run.checkpoint calls this
+                                              # on its background writer)
 
 The save function is called as `save_fn(state, fileobj)` on a temporary file
 that is renamed into place once complete (torch.save and pickle.dump both take
 a file object). The index `ckpts/index_rank{rank}.json` lists what this run
 wrote; retention deletes only files listed there, never anything else.
+
+A kill at any instant leaves a state `recover` repairs on resume:
+- a step-named file written but not yet listed is an orphan, deleted;
+- a fixed-name file (`last.pt`) is replaced in two phases: the index first lists
+  the new step with the complete temporary file as `staged`, then the file is
+  renamed into place and the index rewritten. A staged file still present is the
+  newest checkpoint and is adopted; the index never names a step the file does
+  not hold.
+A damaged index is a `BadInputError` naming it, never an empty list: resuming
+from step 0 would silently discard the run's log.
 
 Retention keeps the last `keep_last` checkpoints, every step that is a multiple
 of `keep_every`, and the best by `metric` (lower is better unless `mode="max"`).
@@ -15,14 +26,19 @@ of `keep_every`, and the best by `metric` (lower is better unless `mode="max"`).
 from __future__ import annotations
 
 import json
+import math
+import os
+import re
 import threading
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, Callable, Literal
 
-from ._atomic import write_json, write_with
+from ..errors import BadInputError
+from ._atomic import TEMP_SUFFIX, commit, stage_with, write_json
 
 SaveFn = Callable[[Any, BinaryIO], Any]
+INDEX_PATTERN = "index_rank{rank}.json"
 
 
 @dataclass(frozen=True)
@@ -44,62 +60,141 @@ class CheckpointManager:
         keep_every: int | None = None,
         mode: Literal["min", "max"] = "min",
     ) -> None:
+        if keep_last is not None and (isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 0):
+            raise ValueError(f"keep_last must be None or an integer >= 0, got {keep_last!r}")
+        if keep_every is not None and (isinstance(keep_every, bool) or not isinstance(keep_every, int) or keep_every < 1):
+            raise ValueError(f"keep_every must be None or an integer >= 1, got {keep_every!r}")
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
         self.dir = run_dir / folder
         self.pattern = pattern
         self.rank = rank
         self.keep_last = keep_last
         self.keep_every = keep_every
         self.mode = mode
-        self.index_path = self.dir / f"index_rank{rank}.json"
+        self.index_path = self.dir / INDEX_PATTERN.format(rank=rank)
         self._lock = threading.Lock()
 
     def path_for(self, step: int) -> Path:
         return self.dir / self.pattern.format(step=step, rank=self.rank)
 
     def entries(self) -> list[dict[str, Any]]:
-        """The index: checkpoints this run wrote and kept, oldest first."""
+        """The index: checkpoints this run wrote and kept, oldest first (BadInputError if it is damaged)."""
         try:
-            data = json.loads(self.index_path.read_text(encoding="utf-8"))
-        except (FileNotFoundError, ValueError):
+            text = self.index_path.read_text(encoding="utf-8")
+        except FileNotFoundError:
             return []
-        return [e for e in data.get("checkpoints", []) if isinstance(e, dict) and "step" in e and "file" in e]
+        except (OSError, UnicodeDecodeError) as exc:
+            raise BadInputError(self.index_path, f"checkpoint index cannot be read ({exc})") from None
+        try:
+            data = json.loads(text)
+        except (ValueError, RecursionError):
+            raise BadInputError(self.index_path, "checkpoint index is not valid JSON") from None
+        checkpoints = data.get("checkpoints") if isinstance(data, dict) else None
+        if not isinstance(checkpoints, list):
+            raise BadInputError(self.index_path, 'checkpoint index must be an object with a "checkpoints" list')
+        for position, entry in enumerate(checkpoints):
+            problem = _entry_problem(entry)
+            if problem:
+                raise BadInputError(self.index_path, f"checkpoint index entry {position} {problem}")
+        return checkpoints
+
+    def _resolve(self, entry: dict[str, Any]) -> Path | None:
+        """The file holding this entry's state (a staged one until it is renamed), or None if it is gone."""
+        staged = entry.get("staged")
+        if staged and (self.dir / staged).is_file():
+            return self.dir / staged
+        path = self.dir / entry["file"]
+        return path if path.is_file() else None
 
     def latest(self) -> CheckpointInfo | None:
         """The newest checkpoint whose file is complete on disk."""
         for entry in sorted(self.entries(), key=lambda e: e["step"], reverse=True):
-            path = self.dir / entry["file"]
-            if path.is_file():
+            path = self._resolve(entry)
+            if path is not None:
                 return CheckpointInfo(entry["step"], path, entry.get("metric"))
         return None
 
     def best(self) -> CheckpointInfo | None:
-        scored = [e for e in self.entries() if e.get("metric") is not None and (self.dir / e["file"]).is_file()]
+        scored = [(e, p) for e in self.entries() if e.get("metric") is not None and (p := self._resolve(e))]
         if not scored:
             return None
         pick = min if self.mode == "min" else max
-        entry = pick(scored, key=lambda e: e["metric"])
-        return CheckpointInfo(entry["step"], self.dir / entry["file"], entry["metric"])
+        entry, path = pick(scored, key=lambda pair: pair[0]["metric"])
+        return CheckpointInfo(entry["step"], path, entry["metric"])
+
+    def find(self, path: Path) -> CheckpointInfo | None:
+        """The index entry of a checkpoint file given by the user (--resume FILE)."""
+        path = path.resolve()
+        for entry in self.entries():
+            if (self.dir / entry["file"]).resolve() == path:
+                return CheckpointInfo(entry["step"], self._resolve(entry) or path, entry.get("metric"))
+        return None
 
     def write(self, step: int, state: Any, save_fn: SaveFn, metric: float | None = None) -> Path:
         """Write one checkpoint now (the Run calls this from its background writer)."""
         path = self.path_for(step)
-        write_with(path, lambda f: save_fn(state, f))
+        staged = stage_with(path, lambda f: save_fn(state, f))
         with self._lock:
             name = path.relative_to(self.dir).as_posix()
             # a pattern without {step} (last.pt) rewrites one file: it keeps one entry
             entries = [e for e in self.entries() if e["step"] != step and e["file"] != name]
-            entries.append({"step": step, "file": name, "metric": metric})
+            entry = {"step": step, "file": name, "metric": _finite(metric)}
+            entries.append(entry)
             entries.sort(key=lambda e: e["step"])
             keep = self._keep(entries)
-            # The index first: a kill between the two steps leaves an unlisted file, never a listed missing one.
-            write_json(self.index_path, {"checkpoints": [e for e in entries if e["step"] in keep]})
-            for entry in entries:
-                if entry["step"] not in keep:
+            kept = [e for e in entries if e["step"] in keep]
+            if path.exists():
+                staged_name = staged.relative_to(self.dir).as_posix()
+                self._write_index([dict(e, staged=staged_name) if e is entry else e for e in kept])
+            commit(staged, path)
+            # The index before the deletions: a kill between the two leaves an unlisted file, never a listed missing one.
+            self._write_index(kept)
+            for old in entries:
+                if old["step"] not in keep:
                     try:
-                        (self.dir / entry["file"]).unlink()
+                        (self.dir / old["file"]).unlink()
                     except FileNotFoundError:
                         pass
         return path
+
+    def recover(self) -> list[str]:
+        """Repair what a kill left (see the module docstring); returns what was done, one line per file."""
+        done: list[str] = []
+        with self._lock:
+            entries = self.entries()
+            if any("staged" in e for e in entries):
+                for entry in entries:
+                    staged = entry.pop("staged", None)
+                    if staged and (self.dir / staged).is_file():
+                        commit(self.dir / staged, self.dir / entry["file"])
+                        done.append(f"adopted {staged} as {entry['file']} (step {entry['step']})")
+                self._write_index(entries)
+            listed = {e["file"] for e in entries}
+            own = self._own_file_pattern()
+            try:
+                names = sorted(os.listdir(self.dir))
+            except FileNotFoundError:
+                return done
+            for name in names:
+                unlisted = own.fullmatch(name) and name not in listed
+                unfinished = name.startswith(".") and name.endswith(TEMP_SUFFIX)
+                if unlisted or unfinished:
+                    try:
+                        (self.dir / name).unlink()
+                    except (FileNotFoundError, IsADirectoryError):
+                        continue
+                    done.append(f"removed {'orphan checkpoint' if unlisted else 'unfinished file'} {name}")
+        return done
+
+    def _own_file_pattern(self) -> re.Pattern[str]:
+        # Only names this rank's pattern produces: files of other ranks, or a user's, are never touched.
+        parts = re.split(r"(\{step\}|\{rank\})", self.pattern)
+        mapping = {"{step}": r"\d+", "{rank}": str(self.rank)}
+        return re.compile("".join(mapping.get(part, re.escape(part)) for part in parts))
+
+    def _write_index(self, entries: list[dict[str, Any]]) -> None:
+        write_json(self.index_path, {"checkpoints": entries})
 
     def _keep(self, entries: list[dict[str, Any]]) -> set[int]:
         steps = [e["step"] for e in entries]
@@ -114,11 +209,31 @@ class CheckpointManager:
             keep.add(pick(scored, key=lambda e: e["metric"])["step"])
         return keep
 
-    def find(self, path: Path) -> CheckpointInfo | None:
-        """The index entry of a checkpoint file given by the user (--resume FILE)."""
-        path = path.resolve()
-        for entry in self.entries():
-            if (self.dir / entry["file"]).resolve() == path:
-                return CheckpointInfo(entry["step"], path, entry.get("metric"))
-        return None
 
+def _finite(metric: float | None) -> float | None:
+    # a NaN metric cannot be compared: it is recorded as unknown, never as the best
+    if metric is None:
+        return None
+    value = float(metric)
+    return value if math.isfinite(value) else None
+
+
+def _entry_problem(entry: Any) -> str | None:
+    if not isinstance(entry, dict):
+        return "is not an object"
+    step = entry.get("step")
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        return f"has no valid step ({step!r})"
+    for key in ("file", "staged"):
+        name = entry.get(key)
+        if key == "staged" and name is None:
+            continue
+        if not isinstance(name, str) or not name:
+            return f"has no valid {key} ({name!r})"
+        relative = PurePosixPath(name)
+        if relative.is_absolute() or ".." in relative.parts or "\\" in name:
+            return f"{key} {name!r} leaves the checkpoint folder"
+    metric = entry.get("metric")
+    if metric is not None and (isinstance(metric, bool) or not isinstance(metric, (int, float)) or not math.isfinite(metric)):
+        return f"has a metric that is not a finite number ({metric!r})"
+    return None

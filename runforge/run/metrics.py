@@ -97,6 +97,10 @@ class MetricsFile:
         self._file.write(b"\n".join(lines) + b"\n")
         self._file.flush()
 
+    def sync(self) -> None:
+        """Make the written lines durable (before a checkpoint that depends on them is listed)."""
+        os.fsync(self._file.fileno())
+
     def close(self) -> None:
         self._file.close()
 

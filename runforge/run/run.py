@@ -38,7 +38,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Callable, Iterator, Literal
 
 from ..errors import BadInputError, RunExistsError, RunforgeError, RunNotFoundError
 from . import control, system
@@ -112,6 +112,9 @@ class Run:
         snapshot_dir, snapshot_pattern: where `snapshot` writes (`{step}` is replaced); a relative
             folder is inside the run, an absolute one anywhere (seed 002's learn directory).
         checkpoint_options: keyword arguments of `CheckpointManager` (folder, pattern, keep_last, ...).
+        load_checkpoint: on resume, `load_checkpoint(path)` reads the checkpoint into `run.resume_state`
+            before anything in the run is changed; any exception it raises is a `BadInputError` naming
+            the file, and the run is left exactly as it was.
         progress: show a progress bar (default: when stderr is a terminal; plain lines otherwise).
         handle_signals: turn SIGINT/SIGTERM into a graceful stop (see `poll`).
         rank, world_size: default to the RANK and WORLD_SIZE that torchrun sets.
@@ -133,6 +136,7 @@ class Run:
         snapshot_dir: str = "stats",
         snapshot_pattern: str = "stats_{step}.json",
         checkpoint_options: dict[str, Any] | None = None,
+        load_checkpoint: Callable[[Path], Any] | None = None,
         progress: bool | None = None,
         handle_signals: bool = True,
         rank: int | None = None,
@@ -151,6 +155,8 @@ class Run:
         self.exit_code = 0
         self.start_step = 0
         self.resume_checkpoint: CheckpointInfo | None = None
+        self.resume_state: Any = None
+        self._load_checkpoint = load_checkpoint
         self._closed = False
         self._fatal: BaseException | None = None
         self._failures: dict[str, int] = {}
@@ -159,6 +165,9 @@ class Run:
         self._poll_seen = False
         self._events_lock = threading.Lock()
         config_text = dumps_pretty(sanitize(self.config))  # fail on a bad config before touching the disk
+        if name is not None and (not _SAFE_NAME.match(name) or name.startswith(".")):
+            raise BadInputError(None, f"--name {name!r}: must be a plain name of letters, digits, '_', '.' and '-' "
+                                      "(not a path, not starting with '.')")
 
         run_dir, self.name, self.id, resumed = self._open_dir(root, out, name, resume, overwrite)
         self.dir = Path(os.path.abspath(run_dir))
@@ -238,6 +247,8 @@ class Run:
             return path, run_name, run_id, False
         out = Path(out)
         run_file = out / RUN_FILE
+        if out.exists() and not out.is_dir():
+            raise BadInputError(out, "is a file, not a run directory")
         if run_file.exists():
             info = read_json_object(run_file)
             if resume:
@@ -285,6 +296,8 @@ class Run:
         self.event(f"run {self.name}_{self.id} started ({self.trainer}) in {self.dir}")
 
     def _prepare_resume(self, resume: bool | str | os.PathLike[str], config_text: str) -> float:
+        # Everything that can fail is read and checked before the first write: a refused resume
+        # leaves the run byte-for-byte as it was.
         given = Path(resume) if isinstance(resume, (str, os.PathLike)) and not Path(resume).is_dir() else None
         if given is not None:
             found = self.checkpoints.find(given)
@@ -294,9 +307,23 @@ class Run:
         else:
             self.resume_checkpoint = self.checkpoints.latest()
         self.start_step = self.resume_checkpoint.step if self.resume_checkpoint else 0
+        if self.resume_checkpoint is not None and self._load_checkpoint is not None:
+            path = self.resume_checkpoint.path
+            try:
+                self.resume_state = self._load_checkpoint(path)
+            except Exception as exc:
+                first_line = (str(exc).strip().splitlines() or [""])[0]
+                raise BadInputError(path, f"cannot be loaded as a checkpoint ({type(exc).__name__}: {first_line})") from exc
+        if self.is_main:
+            self._info = read_json_object(self.dir / RUN_FILE)
+        repairs = self.checkpoints.recover()
+        if self.resume_checkpoint is not None and self.resume_checkpoint.path.name.startswith("."):
+            # the staged file it was read from is now in place under its own name
+            self.resume_checkpoint = self.checkpoints.find(given) if given else self.checkpoints.latest()
         if not self.is_main:
             return 0.0
-        self._info = read_json_object(self.dir / RUN_FILE)
+        for line in repairs:
+            self.event(f"checkpoint recovery: {line}")
         dropped, last_time = truncate_after(self.dir / METRICS_FILE, self.start_step)
         old_config = (self.dir / CONFIG_FILE).read_text(encoding="utf-8") if (self.dir / CONFIG_FILE).exists() else None
         resumes = self._info.setdefault("resumes", [])
@@ -395,6 +422,7 @@ class Run:
         text = dumps_pretty(sanitize(data)).encode("utf-8")
 
         def write() -> None:
+            self._writer.drain_records()
             write_bytes(path, text)
             self.event(f"📊 Statistics saved: {path.name}", console=True)
 
@@ -407,7 +435,11 @@ class Run:
             return None
         path = self._inside(Path(relative_path))
         text = dumps_pretty(sanitize(obj)).encode("utf-8")  # encoded now: the caller may change obj later
-        self._writer.submit(f"json {path.relative_to(self.dir)}", essential, lambda: write_bytes(path, text))
+        def write() -> None:
+            self._writer.drain_records()
+            write_bytes(path, text)
+
+        self._writer.submit(f"json {path.relative_to(self.dir)}", essential, write)
         return path
 
     def checkpoint(self, step: int, state: Any, save_fn: SaveFn, *, metric: float | None = None, wait: bool = False) -> Path:
@@ -422,6 +454,7 @@ class Run:
         path = self.checkpoints.path_for(step)
 
         def write() -> None:
+            self._log_on_disk()
             self.checkpoints.write(step, state, save_fn, metric)
             self.event(f"checkpoint saved: {path.relative_to(self.dir)}")
 
@@ -429,6 +462,14 @@ class Run:
         if wait:
             self.wait()
         return path
+
+    def _log_on_disk(self) -> None:
+        # Every line logged before this point reaches the disk before the checkpoint is listed, so a
+        # resume from it never finds the log behind the checkpoint.
+        self._writer.drain_records()
+        if self._metrics is not None:
+            with self._writer_lock:
+                self._metrics.sync()
 
     def wait(self) -> None:
         """Block until every queued write is done (raises if an essential one failed)."""
@@ -482,10 +523,12 @@ class Run:
     # ------------------------------------------------------------------ live state and control
 
     def poll(self, step: int | None = None, *, epoch: int | None = None, epoch_step: int | None = None,
-             epoch_step_total: int | None = None) -> Control:
+             epoch_step_total: int | None = None, on_validate: Callable[[], Any] | None = None) -> Control:
         """Call once per step: updates status/ETA, applies pause/resume, returns pending commands.
 
-        While paused this call blocks (still answering commands). SIGINT/SIGTERM and the
+        While paused this call blocks (still answering commands). A `validate` command that arrives
+        while paused calls `on_validate()` there and then, so the model is validated at the step it
+        is held at; without `on_validate` it is returned once the run resumes. SIGINT/SIGTERM and the
         `stop` command come back as `stop=True`: finish the step, checkpoint, leave the loop.
         """
         if self._fatal is not None:
@@ -516,6 +559,9 @@ class Run:
         while self._paused and not self._stop_requested:
             time.sleep(0.05)  # paused: hold the step, keep answering commands (the writer keeps the heartbeat)
             self._apply_commands(requests)
+            if on_validate is not None and "validate" in requests:
+                requests.discard("validate")
+                on_validate()
         if self._paused and self._stop_requested:
             self._set_paused(False)
         if self._stop_requested or requests:
@@ -523,7 +569,9 @@ class Run:
         return _NOTHING
 
     def _apply_commands(self, requests: set[str]) -> None:
-        for command in self._pending_commands():
+        for command, stem in self._pending_commands():
+            if stem is not None:
+                control.write_receipt(self.dir, stem, command, self._step)
             if command == "pause":
                 self._set_paused(True)
             elif command == "resume":
@@ -533,10 +581,10 @@ class Run:
             else:
                 requests.add(command)
 
-    def _pending_commands(self) -> list[str]:
+    def _pending_commands(self) -> list[tuple[str, str | None]]:
         if not self.is_main:
             return []
-        return control.take(self.dir) + self._keys.take()
+        return control.take(self.dir) + [(command, None) for command in self._keys.take()]
 
     def _set_paused(self, paused: bool) -> None:
         if paused != self._paused:

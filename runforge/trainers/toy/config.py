@@ -10,24 +10,17 @@ from ...config import option
 
 @dataclass
 class Config:
-    steps: int = option(300, "training steps")
-    lr: float = option(0.05, "SGD learning rate")
-    batch_size: int = option(32, "samples per step")
-    noise: float = option(0.05, "noise added to the targets")
-    seed: int = option(0, "random seed (data and initialisation)")
-    log_every: int = option(10, "write a train.jsonl line every N steps")
-    image_every: int = option(50, "save a plot of the fit every N steps (and at step 1 and the last)")
-    val_every: int = option(100, "validate and write a statistics snapshot every N steps")
-    ckpt_every: int = option(100, "checkpoint every N steps")
-    keep_last: int = option(3, "checkpoints kept besides the best")
-    step_sleep: float = option(0.0, "seconds to sleep per step, to watch a run live")
-
-    def check(self) -> None:
-        from ...errors import ConfigError
-
-        for name in ("steps", "batch_size", "log_every", "image_every", "val_every", "ckpt_every"):
-            if getattr(self, name) < 1:
-                raise ConfigError(None, f"--{name}: must be at least 1, got {getattr(self, name)}")
+    steps: int = option(300, "training steps", ge=1, le=10**9)
+    lr: float = option(0.05, "SGD learning rate", gt=0, le=10)
+    batch_size: int = option(32, "samples per step", ge=1, le=10**6)
+    noise: float = option(0.05, "noise added to the targets", ge=0, le=100)
+    seed: int = option(0, "random seed (data and initialisation)", ge=0)
+    log_every: int = option(10, "write a train.jsonl line every N steps", ge=1)
+    image_every: int = option(50, "save a plot of the fit every N steps (and at step 1 and the last)", ge=1)
+    val_every: int = option(100, "validate and write a statistics snapshot every N steps", ge=1)
+    ckpt_every: int = option(100, "checkpoint every N steps", ge=1)
+    keep_last: int = option(3, "checkpoints kept besides the best", ge=0)
+    step_sleep: float = option(0.0, "seconds to sleep per step, to watch a run live", ge=0, le=3600)
 
 
 PRESETS = {

@@ -10,6 +10,7 @@ import math
 import pickle
 import random
 import time
+from pathlib import Path
 from typing import Any
 
 from ...run import Run
@@ -57,6 +58,19 @@ def plot(p: dict[str, float], size: int = 128) -> Any:
     return image
 
 
+def load_checkpoint(path: Path, cfg: Config) -> dict[str, Any]:
+    """A toy checkpoint, checked field by field (the run layer calls this before it touches the run)."""
+    with open(path, "rb") as f:
+        state = pickle.load(f)
+    if not isinstance(state, dict) or not {"params", "best", "rng"} <= state.keys():
+        raise ValueError("not a toy checkpoint (expected params, best and rng)")
+    params = state["params"]
+    if not isinstance(params, dict) or set(params) != set(TRUE) or not all(isinstance(v, float) for v in params.values()):
+        raise ValueError(f"params must hold floats {', '.join(TRUE)}")
+    random.Random().setstate(state["rng"])  # raises on a state that is not one
+    return state
+
+
 def train(cfg: Config, run: Run) -> None:
     rng = random.Random(cfg.seed)
     val_rng = random.Random(cfg.seed + 1)
@@ -64,14 +78,21 @@ def train(cfg: Config, run: Run) -> None:
     params = {"a": 1.0, "w": 1.8, "b": 0.0, "c": 0.0}
     best = math.inf
     start = run.start_step
-    if run.resume_checkpoint is not None:
-        with open(run.resume_checkpoint.path, "rb") as f:
-            state = pickle.load(f)
-        params, best = state["params"], state["best"]
-        rng.setstate(state["rng"])
+    if run.resume_state is not None:
+        params, best = run.resume_state["params"], run.resume_state["best"]
+        rng.setstate(run.resume_state["rng"])
 
     def state() -> dict[str, Any]:
         return {"params": dict(params), "best": best, "rng": rng.getstate(), "config": cfg}
+
+    def validate_now() -> None:
+        nonlocal best
+        with run.validating():
+            val_loss = validate(params, val)
+        best = min(best, val_loss)
+        run.log(step, {"val": {"loss": val_loss}})
+        run.snapshot(step, {"learning_rate_value": cfg.lr, "lr_phase_name": "constant", "total_loss_value": loss,
+                            "validation_loss_value": val_loss, "best_quality_ever": -best})
 
     step = start
     for step in range(start + 1, cfg.steps + 1):
@@ -85,14 +106,9 @@ def train(cfg: Config, run: Run) -> None:
             run.log(step, {"loss": loss, "lr": cfg.lr, "params": dict(params)})
         if step == 1 or step % cfg.image_every == 0 or step == cfg.steps:
             run.image(step, "fit", plot(params))
-        ctl = run.poll(step)
+        ctl = run.poll(step, on_validate=validate_now)  # a paused run validates where it is held
         if ctl.validate or step % cfg.val_every == 0 or step == cfg.steps:
-            with run.validating():
-                val_loss = validate(params, val)
-            best = min(best, val_loss)
-            run.log(step, {"val": {"loss": val_loss}})
-            run.snapshot(step, {"learning_rate_value": cfg.lr, "lr_phase_name": "constant", "total_loss_value": loss,
-                                "validation_loss_value": val_loss, "best_quality_ever": -best})
+            validate_now()
         if ctl.save or ctl.stop or step % cfg.ckpt_every == 0 or step == cfg.steps:
             run.checkpoint(step, state(), pickle.dump, metric=best)
         if ctl.stop:
