@@ -26,7 +26,7 @@ def _one_line_error(result, *needles):
     (["train", "toy", "--lrr", "1"], ["unrecognized arguments: --lrr"]),
     (["train", "toy", "--steps", "abc"], ["--steps", "expected an integer", "'abc'"]),
     (["train", "toy", "--lr", "1e-3x"], ["--lr", "expected a number"]),
-    (["train", "toy", "--steps", "0"], ["--steps", "at least 1"]),
+    (["train", "toy", "--steps", "0"], ["--steps", "must be >= 1", "got 0"]),
     (["train", "nosuch"], ["unknown trainer 'nosuch'", "toy"]),
     (["train", "toy", "--preset", "huge"], ["--preset", "invalid choice"]),
     (["show", "no/such/run"], ["no/such/run", "not a run directory"]),
