@@ -174,7 +174,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         default = default_of(field)
         shown = "required" if default is _MISSING else json.dumps(to_jsonable(default))
         if bounds_text(field):
-            help_text = f"{help_text}; {bounds_text(field)}"
+            shown = f"{shown}; {bounds_text(field)}"
         inner, _ = _unwrap_optional(tp)
         if inner is bool:
             group.add_argument(f"--{field.name}", dest=field.name, action="store_const", const=True,

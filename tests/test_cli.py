@@ -69,7 +69,7 @@ def test_help_lists_commands_trainers_and_generated_flags(tmp_dir, capsys):
     assert trainers.returncode == 0 and "toy" in trainers.stdout
     toy = run_cli("train", "toy", "--help", cwd=tmp_dir)
     assert toy.returncode == 0
-    assert "--steps INT" in toy.stdout and "training steps (default: 300)" in toy.stdout
+    assert "--steps INT" in toy.stdout and "training steps (default: 300;" in toy.stdout
     assert "--resume [RUN_OR_CKPT]" in toy.stdout
 
 
