@@ -198,17 +198,20 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     from .monitor.analysis import plateau_lines
-    from .run.snapshots import latest_snapshot, list_snapshots, snapshot_at
+    from .run.snapshots import list_snapshots, load_snapshot, snapshot_at
     from .run import list_images, read_config, read_metrics, read_status
     from .run.read import summarize
     from .run.snapshot_fields import SNAPSHOT_GROUPS
 
     summary = summarize(args.run)
     metrics = read_metrics(args.run)
+    snapshots = list_snapshots(args.run)
     if args.step is not None:
         snapshot_step, snapshot = args.step, snapshot_at(args.run, args.step)
+    elif snapshots:
+        snapshot_step, snapshot = snapshots[-1][0], load_snapshot(snapshots[-1][1])  # a damaged one is named, not skipped
     else:
-        snapshot_step, snapshot = latest_snapshot(args.run) or (None, None)
+        snapshot_step, snapshot = None, None
     report = {
         "run": summary.to_dict(),
         "config": read_config(args.run),
@@ -216,7 +219,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         "last_metrics": metrics[-1] if metrics else None,
         "logged_lines": len(metrics),
         "images": len(list_images(args.run)),
-        "snapshots": [p.name for _, p in list_snapshots(args.run)],
+        "snapshots": [p.name for _, p in snapshots],
         "snapshot_step": snapshot_step,
         "snapshot": snapshot,
         "files": sorted(str(p.relative_to(args.run)) for p in Path(args.run).rglob("*") if p.is_file()),

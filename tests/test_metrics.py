@@ -5,7 +5,8 @@ import json
 import pytest
 
 import runforge
-from runforge.run.metrics import encode_line, truncate_after
+from runforge.errors import BadInputError
+from runforge.run.metrics import encode_line, plan_truncation
 
 
 def test_unfinished_last_line_is_skipped(tmp_path):
@@ -17,15 +18,17 @@ def test_unfinished_last_line_is_skipped(tmp_path):
 
 def test_a_damaged_line_in_the_middle_is_not_silently_skipped(tmp_path):
     (tmp_path / "train.jsonl").write_bytes(b'{"step": 1}\n{"step": 2, "ti\n{"step": 3}\n')
-    with pytest.raises(ValueError):
+    with pytest.raises(BadInputError, match=r"train.jsonl: line \d+ is not valid JSON"):
         runforge.read_metrics(tmp_path)
 
 
 def test_truncate_after_keeps_steps_up_to_the_checkpoint_and_returns_the_clock(tmp_path):
     path = tmp_path / "train.jsonl"
     path.write_bytes(b"".join(encode_line({"step": s, "time": s / 10}) + b"\n" for s in range(1, 11)) + b'{"st')
-    dropped, last_time = truncate_after(path, 6)
-    assert dropped == 5 and last_time == 0.6
+    plan = plan_truncation(path, 6)
+    assert plan.dropped == 5 and plan.last_time == 0.6
+    assert path.read_bytes().endswith(b'{"st')  # planning reads only
+    plan.apply()
     assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [1, 2, 3, 4, 5, 6]
 
 

@@ -13,9 +13,11 @@ from __future__ import annotations
 import json
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from ..errors import BadInputError
 from ._atomic import json_default, write_with
 
 METRICS_FILE = "train.jsonl"
@@ -106,22 +108,48 @@ class MetricsFile:
 
 
 def iter_metrics(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
-    """Yield each complete line of a train.jsonl; an incomplete last line is skipped."""
+    """Yield each complete line of a train.jsonl; an incomplete last line is skipped.
+
+    A damaged line anywhere else is a `BadInputError` naming the file and the line:
+    the writer only ever appends whole lines, so it means the file was changed by hand.
+    """
+    for record, _ in _records_with_lines(path):
+        yield record
+
+
+def _unfinished_last_line(path: Path) -> int:
+    with open(path, "rb") as f:
+        tail = f.read().rsplit(b"\n", 1)[-1]
+    if not tail.strip():
+        return 0
+    try:
+        json.loads(tail)
+    except (ValueError, RecursionError):
+        return 1
+    return 0
+
+
+def _records_with_lines(path: str | os.PathLike[str]) -> Iterator[tuple[dict[str, Any], bytes]]:
     try:
         with open(path, "rb") as f:
             data = f.read()
     except FileNotFoundError:
         return
+    except OSError as exc:
+        raise BadInputError(path, f"cannot be read ({exc.strerror or exc})") from None
     lines = data.split(b"\n")
     for index, line in enumerate(lines):
         if not line.strip():
             continue
         try:
-            yield json.loads(line)
-        except ValueError:
+            record = json.loads(line)
+        except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
             if index == len(lines) - 1:  # the line a killed writer did not finish
                 return
-            raise
+            raise BadInputError(path, f"line {index + 1} is not valid JSON") from None
+        if not isinstance(record, dict):
+            raise BadInputError(path, f"line {index + 1} is not a JSON object")
+        yield record, line
 
 
 def read_metrics(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -135,33 +163,37 @@ def read_metrics(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
     return list(iter_metrics(path))
 
 
-def truncate_after(path: Path, step: int) -> tuple[int, float]:
-    """Drop lines with a step after `step` (and an incomplete last line), atomically.
+@dataclass(frozen=True)
+class Truncation:
+    """What resuming at a step keeps of train.jsonl (see `plan_truncation`)."""
 
-    Returns how many lines were dropped and the `time` of the last kept line, so a
-    resumed run continues its clock from there.
+    path: Path
+    kept: list[bytes]
+    dropped: int
+    last_time: float
+
+    def apply(self) -> None:
+        """Rewrite train.jsonl atomically with the kept lines, if any were dropped."""
+        if self.dropped:
+            write_with(self.path, lambda f: f.write(b"".join(line + b"\n" for line in self.kept)))
+
+
+def plan_truncation(path: Path, step: int) -> Truncation:
+    """Lines with a step after `step` (and an incomplete last line) are to be dropped; reads only.
+
+    `last_time` is the `time` of the last kept line, so a resumed run continues its clock
+    from there. A damaged line before the end is a `BadInputError`, found before the run is changed.
     """
-    if not path.exists():
-        return 0, 0.0
-    with open(path, "rb") as f:
-        raw = f.read().split(b"\n")
     kept: list[bytes] = []
     dropped = 0
     last_time = 0.0
-    for line in raw:
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError:
-            dropped += 1
-            continue
-        if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] > step:
-            dropped += 1
-            continue
-        kept.append(line)
-        if isinstance(record, dict) and isinstance(record.get("time"), (int, float)):
-            last_time = float(record["time"])
-    if dropped:
-        write_with(path, lambda f: f.write(b"".join(line + b"\n" for line in kept)))
-    return dropped, last_time
+    if path.exists():
+        for record, line in _records_with_lines(path):
+            if isinstance(record.get("step"), int) and record["step"] > step:
+                dropped += 1
+                continue
+            kept.append(line)
+            if isinstance(record.get("time"), (int, float)):
+                last_time = float(record["time"])
+        dropped += _unfinished_last_line(path)
+    return Truncation(path, kept, dropped, last_time)

@@ -40,7 +40,7 @@ class RunSummary:
 def _load(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, ValueError, UnicodeDecodeError):
+    except (OSError, ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         return None
 
 
@@ -87,16 +87,17 @@ def summarize(run_dir: str | os.PathLike[str]) -> RunSummary:
     step = (status or {}).get("step_current", info.get("step"))
     if info.get("status") != "running":
         step = info.get("step", step)
+    shown = effective_status(info, status)
     return RunSummary(
         dir=str(run_dir),
         name=str(info.get("name", Path(run_dir).name)),
         id=str(info.get("id", "")),
         trainer=str(info.get("trainer", "")),
-        status=effective_status(info, status),
+        status=shown,
         step=step,
         step_max=(status or {}).get("step_max", info.get("step_max")),
         created_at=info.get("created_at"),
-        eta=(status or {}).get("eta_total_formatted") if info.get("status") == "running" else None,
+        eta=(status or {}).get("eta_total_formatted") if shown == "running" else None,  # a crashed run has none
     )
 
 

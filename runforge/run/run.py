@@ -46,7 +46,7 @@ from ._atomic import dumps_pretty, sanitize, write_bytes, write_json
 from .checkpoints import CheckpointInfo, CheckpointManager, SaveFn
 from .console import ProgressDisplay
 from .keys import KeyReader
-from .metrics import METRICS_FILE, MetricsFile, encode_line, truncate_after
+from .metrics import METRICS_FILE, MetricsFile, encode_line, plan_truncation
 from .images import to_pil
 from ._atomic import read_json_object
 from .naming import RUN_FILE, create_run_dir, find_run_dir, new_id, rendezvous, wait_for_run
@@ -316,6 +316,7 @@ class Run:
                 raise BadInputError(path, f"cannot be loaded as a checkpoint ({type(exc).__name__}: {first_line})") from exc
         if self.is_main:
             self._info = read_json_object(self.dir / RUN_FILE)
+            truncation = plan_truncation(self.dir / METRICS_FILE, self.start_step)
         repairs = self.checkpoints.recover()
         if self.resume_checkpoint is not None and self.resume_checkpoint.path.name.startswith("."):
             # the staged file it was read from is now in place under its own name
@@ -324,7 +325,8 @@ class Run:
             return 0.0
         for line in repairs:
             self.event(f"checkpoint recovery: {line}")
-        dropped, last_time = truncate_after(self.dir / METRICS_FILE, self.start_step)
+        truncation.apply()
+        dropped = truncation.dropped
         old_config = (self.dir / CONFIG_FILE).read_text(encoding="utf-8") if (self.dir / CONFIG_FILE).exists() else None
         resumes = self._info.setdefault("resumes", [])
         config_file = None
@@ -340,7 +342,7 @@ class Run:
         (self.dir / control.CONTROL_DIR).mkdir(exist_ok=True)
         where = f"checkpoint {self.resume_checkpoint.path.name}" if self.resume_checkpoint else "the start (no checkpoint)"
         self.event(f"resumed from {where} at step {self.start_step}; dropped {dropped} later line(s) of {METRICS_FILE}")
-        return last_time
+        return truncation.last_time
 
     # ------------------------------------------------------------------ writing
 
