@@ -67,3 +67,17 @@ def kolmogorov_data(tmp_path_factory):
     cfg.trajectories, cfg.length = 10, 8
     generate(cfg, out, log=lambda _: None)
     return out
+
+
+def tree_digest(path: Path) -> dict[str, tuple[str, bytes]]:
+    """Every entry under `path` with its kind and bytes (links by target): equal digests, untouched tree."""
+    digest: dict[str, tuple[str, bytes]] = {}
+    for entry in sorted(Path(path).rglob("*")):
+        name = str(entry.relative_to(path))
+        if entry.is_symlink():
+            digest[name] = ("link", os.readlink(entry).encode())
+        elif entry.is_dir():
+            digest[name] = ("dir", b"")
+        else:
+            digest[name] = ("file", entry.read_bytes())
+    return digest

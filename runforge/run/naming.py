@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import RunNotFoundError
+from ..errors import BadInputError, RunNotFoundError
 from ._atomic import write_bytes
 
 ADJECTIVES = (
@@ -44,13 +44,23 @@ def count_runs(root: Path) -> int:
         return 0
 
 
+def make_dir(path: Path) -> None:
+    """`mkdir -p`, with a one-line error naming the folder when it cannot be one."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise BadInputError(path, "is not a directory (a file is in the way)") from None
+    except OSError as exc:
+        raise BadInputError(path, f"cannot be created ({exc.strerror or exc})") from None
+
+
 def create_run_dir(root: str | os.PathLike[str], name: str | None = None) -> tuple[Path, str, str]:
     """Make `{root}/{name}_{id}` with an exclusive mkdir; retry with a new id on collision.
 
     Returns (directory, name, id).
     """
     root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
+    make_dir(root)
     rng = random.SystemRandom()
     for _ in range(100):
         run_id = new_id()
@@ -60,6 +70,8 @@ def create_run_dir(root: str | os.PathLike[str], name: str | None = None) -> tup
             path.mkdir()
         except FileExistsError:
             continue
+        except OSError as exc:
+            raise BadInputError(root, f"cannot hold a new run ({exc.strerror or exc})") from None
         return path, run_name, run_id
     raise RuntimeError(f"{root}: could not create a unique run directory after 100 tries")
 

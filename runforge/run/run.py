@@ -49,7 +49,7 @@ from .keys import KeyReader
 from .metrics import METRICS_FILE, MetricsFile, encode_line, plan_truncation
 from .images import to_pil
 from ._atomic import read_json_object
-from .naming import RUN_FILE, create_run_dir, find_run_dir, new_id, rendezvous, wait_for_run
+from .naming import RUN_FILE, create_run_dir, find_run_dir, make_dir, new_id, rendezvous, wait_for_run
 from .snapshot_fields import SNAPSHOT_FIELDS
 from .writer import BackgroundWriter
 
@@ -260,7 +260,7 @@ class Run:
             raise RunNotFoundError(f"{out}: no run to resume here ({RUN_FILE} is missing)")
         elif out.exists() and any(out.iterdir()) and not overwrite:
             raise RunExistsError(f"{out}: exists, is not empty and is not a run; choose another --out or pass --overwrite")
-        out.mkdir(parents=True, exist_ok=True)
+        make_dir(out)
         if self.world_size > 1:
             rendezvous(Path(root), out)
         return out, name or out.name, new_id(), False
