@@ -105,13 +105,17 @@ def test_pause_holds_the_step_and_resume_continues(tmp_dir):
         status = wait_for(lambda: (s := read_json(run_dir / "status.json"))["training_paused"] and s, timeout=2,
                           what="training_paused in status.json within 1 s (+ one poll)")
         held = status["step_current"]
-        control.send(run_dir, "validate")
+        validate = control.send(run_dir, "validate")
+        snapshot = wait_for(lambda: (run_dir / "stats" / f"stats_{held}.json").exists() and
+                            json.loads((run_dir / "stats" / f"stats_{held}.json").read_text()),
+                            what="a validation while paused")
+        assert snapshot["step_current"] == held and snapshot["training_paused"] is True
+        assert control.taken_step(validate) == held
         wait_for(lambda: read_json(run_dir / "status.json")["last_update_time"] > status["last_update_time"] + 1,
                  what="the heartbeat while paused")
-        assert _status_step(run_dir) == held
+        assert _status_step(run_dir) == held and read_json(run_dir / "status.json")["training_paused"]
         control.send(run_dir, "resume")
         wait_for(lambda: _status_step(run_dir) > held + 5, what="training to continue")
-        assert json.loads((run_dir / "stats" / f"stats_{held}.json").read_text())["step_current"] == held
     finally:
         control.send(run_dir, "stop")
         proc.communicate(timeout=30)

@@ -9,7 +9,8 @@ a file object). The index `ckpts/index_rank{rank}.json` lists what this run
 wrote; retention deletes only files listed there, never anything else.
 
 A kill at any instant leaves a state `recover` repairs on resume:
-- a step-named file written but not yet listed is an orphan, deleted;
+- a step-named file written after the last index write but not listed is an
+  orphan, deleted (its step is ahead of what the index promises);
 - a fixed-name file (`last.pt`) is replaced in two phases: the index first lists
   the new step with the complete temporary file as `staged`, then the file is
   renamed into place and the index rewritten. A staged file still present is the
@@ -174,10 +175,14 @@ class CheckpointManager:
             own = self._own_file_pattern()
             try:
                 names = sorted(os.listdir(self.dir))
+                indexed_at = self.index_path.stat().st_mtime if self.index_path.exists() else 0.0
             except FileNotFoundError:
                 return done
             for name in names:
-                unlisted = own.fullmatch(name) and name not in listed
+                # An orphan was renamed into place after the last index write; a file named like a
+                # checkpoint that is older than the index was put there by someone else and is kept.
+                unlisted = (own.fullmatch(name) and name not in listed
+                            and (self.dir / name).stat().st_mtime >= indexed_at)
                 unfinished = name.startswith(".") and name.endswith(TEMP_SUFFIX)
                 if unlisted or unfinished:
                     try:
