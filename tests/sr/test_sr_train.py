@@ -171,7 +171,8 @@ def test_validate_command_writes_a_snapshot_at_the_current_step(tmp_path):
     assert list(stats) == ["Statistik_3.json", "Statistik_6.json"]  # the command's step, then the last step
     assert stats["Statistik_3.json"]["step_current"] == 3
     assert "📊 Statistics saved: Statistik_3.json" in (run_dir / "events.log").read_text(encoding="utf-8")
-    assert not list((run_dir / "control").iterdir())  # the command was consumed
+    assert not list((run_dir / "control").glob("*.cmd"))  # the command was consumed
+    assert json.loads(next((run_dir / "control").glob("*.taken")).read_text())["command"] == "validate"
 
 
 def test_resume_after_a_stop_matches_an_uninterrupted_run(tmp_path):

@@ -129,7 +129,7 @@ def load_strategy_state(saved: dict[str, Any], device: torch.device) -> dict[str
     return state
 
 
-def load_checkpoint(path: Any) -> dict[str, Any]:
+def load_checkpoint(path: Any, cfg: Config | None = None) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
@@ -234,7 +234,7 @@ def train(cfg: Config, run: Run) -> None:
 
     start = 0
     if run.resume_checkpoint is not None:
-        ckpt = load_checkpoint(run.resume_checkpoint.path)
+        ckpt = run.resume_state or load_checkpoint(run.resume_checkpoint.path)  # the CLI has loaded it already
         set_splats(splats, ckpt["splats"], device)
         for name, optimizer in optimizers.items():
             optimizer.param_groups[0]["params"] = [splats[name]]
