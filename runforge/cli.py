@@ -193,6 +193,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
         table.add_row(escape(f"{r['name']}_{r['id']}"), escape(r["trainer"]), r["status"], step,
                       r["eta"] or "", best, started)
     Console(width=None if sys.stdout.isatty() else 160).print(table)  # piped: whole rows, not a squeezed table
+    for r in rows:
+        if r.get("resume"):
+            print(f"{r['name']}_{r['id']}: crashed; resume with: {r['resume']}")
     return 0
 
 

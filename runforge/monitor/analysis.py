@@ -10,13 +10,13 @@ import io
 import math
 import os
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from ..errors import BadInputError
 from ..run.metrics import read_metrics
 from ..run.read import read_info
 from ..run.snapshot_fields import SNAPSHOT_FIELDS
-from ..run.snapshots import flatten, is_number, list_snapshots, load_snapshot, snapshot_at
+from ..run.snapshots import flatten, is_number, list_snapshots, load_snapshot
 
 PLATEAU_WARNING_STEPS = 300
 """Seed 002 warns when `adaptive_plateau_counter` passes this many steps."""
@@ -50,31 +50,32 @@ def _label(run_dir: Path) -> str:
     return str(info.get("name") or run_dir.name)
 
 
-def common_snapshot_step(run_dirs: Sequence[Path], inside_run: bool = False) -> int | None:
-    """The latest step at which every run wrote a snapshot."""
-    steps: set[int] | None = None
-    for run_dir in run_dirs:
-        these = {step for step, _ in list_snapshots(run_dir, inside_run=inside_run)}
-        steps = these if steps is None else steps & these
-    return max(steps) if steps else None
+Snapshots = Callable[[Path], list[tuple[int, Path]]]
+Metrics = Callable[[Path], list[dict[str, Any]]]
 
 
-def compare(run_dirs: Sequence[Path], step: int | None = None, fields: Sequence[str] | None = None,
-            inside_run: bool = False) -> dict[str, Any]:
+def compare(run_dirs: Sequence[Path], step: int | None = None, fields: Sequence[str] | None = None, *,
+            snapshots: Snapshots = list_snapshots, metrics: Metrics = read_metrics) -> dict[str, Any]:
     """Runs side by side: their snapshots at `step` (default: the latest step all have), or, when
     they share no snapshot step, the last logged metrics. With two runs, numeric rows get B - A.
-    `inside_run`: read only snapshot folders inside each run (the dashboard)."""
+    `snapshots(run_dir)` and `metrics(run_dir)` read a run: the dashboard passes readers that
+    keep to the files inside it."""
+    listed = [dict(snapshots(d)) for d in run_dirs]
+    common = sorted(set.intersection(*(set(found) for found in listed))) if listed else []
     if step is None:
-        step = common_snapshot_step(run_dirs, inside_run)
+        step = common[-1] if common else None
     if step is not None:
-        records = [flatten(snapshot_at(d, step, inside_run=inside_run)) for d in run_dirs]
+        for run_dir, found in zip(run_dirs, listed):
+            if step not in found:
+                have = ", ".join(str(s) for s in sorted(found)[-8:]) or "none"
+                raise BadInputError(run_dir, f"no statistics snapshot at step {step} (latest steps: {have})")
+        records = [flatten(load_snapshot(found[step])) for found in listed]
         source = f"snapshots at step {step}"
     else:
         records = []
         for d in run_dirs:
-            metrics = read_metrics(d)
             merged: dict[str, Any] = {}
-            for line in metrics:
+            for line in metrics(d):
                 merged.update(flatten(line))  # the latest value of every metric, val lines included
             records.append(merged)
         source = "last logged metrics (no snapshot step common to all runs)"
@@ -87,7 +88,7 @@ def compare(run_dirs: Sequence[Path], step: int | None = None, fields: Sequence[
             row["diff"] = values[1] - values[0]
         rows.append(row)
     return {"step": step, "source": source, "runs": [_label(d) for d in run_dirs],
-            "dirs": [str(d) for d in run_dirs], "rows": rows}
+            "dirs": [str(d) for d in run_dirs], "rows": rows, "common_steps": common}
 
 
 def table_rows(run_dir: Path, source: str) -> list[dict[str, Any]]:
@@ -158,14 +159,12 @@ def default_plot_metrics(run_dir: Path, limit: int = 8) -> list[str]:
     return list(names)[:limit]
 
 
-def plot(run_dirs: Sequence[Path], metrics: Sequence[str] | None, out: Path, log_y: bool = False) -> Path:
+def plot(run_dirs: Sequence[Path], metrics: Sequence[str] | None, log_y: bool = False) -> bytes:
     """A PNG with one panel per metric and every run overlaid (seed 002's training_progress.png)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from ..run._atomic import write_with
 
     metrics = list(metrics or default_plot_metrics(run_dirs[0]))
     if not metrics:
@@ -195,9 +194,10 @@ def plot(run_dirs: Sequence[Path], metrics: Sequence[str] | None, out: Path, log
     for axis in list(axes.flat)[len(metrics):]:
         axis.set_visible(False)
     figure.tight_layout()
-    write_with(out, lambda f: figure.savefig(f, format="png", dpi=100))
+    png = io.BytesIO()
+    figure.savefig(png, format="png", dpi=100)
     plt.close(figure)
-    return out
+    return png.getvalue()
 
 
 def plateau_lines(snapshot: dict[str, Any], threshold: int = PLATEAU_WARNING_STEPS) -> list[str]:

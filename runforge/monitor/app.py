@@ -10,9 +10,11 @@
     POST /api/run/{key}/control/{cmd}     pause, resume, validate, save, stop
     GET  /api/compare                     ?runs=a,b&metric=loss (overlay) or &step=N (snapshot table)
 
-Reads are open on the address the server binds. Control needs the JSON header
-the page sends (a cross-site form cannot), and the token when one is set (always
-when bound to a non-loopback address).
+Reads are open on the address the server binds, and reach only files whose real
+path lies inside a run under the roots (`catalog.confined`). Control needs the
+JSON header the page sends (a cross-site form cannot), a small JSON object as
+body, an Origin (when sent) equal to this server's scheme, host and port, and the
+token when one is set (always when bound to a non-loopback address).
 """
 
 from __future__ import annotations
@@ -23,9 +25,9 @@ import json
 import math
 import os
 import threading
-from functools import partial
 from pathlib import Path
 from typing import Any, AsyncIterator, Sequence
+from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -35,17 +37,21 @@ from starlette.routing import Route
 
 from ..errors import BadInputError, RunforgeError
 from ..run import control
-from ..run.read import list_images
+from ..run.metrics import read_metrics
 from ..run.snapshot_fields import SNAPSHOT_GROUPS
+from ..run.snapshots import load_snapshot
 from . import analysis
-from .catalog import Catalog, Refused, RunEntry
-from ..run.snapshots import list_snapshots, load_snapshot
+from .catalog import Catalog, Refused, RunEntry, page_status
 
+CONFIG_FILE = "config.json"
+EVENTS_FILE = "events.log"
 STATIC_DIR = Path(__file__).parent / "static"
 STATIC_FILES = {"app.js": "text/javascript", "style.css": "text/css"}
 MAX_POINTS = 5000
 DEFAULT_POINTS = 1500
 TOKEN_HEADER = "x-runforge-token"
+MAX_CONTROL_BODY = 4096
+"""Bytes; a control body is `{}` or `{"command": "..."}`, so anything longer is not one."""
 
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -86,6 +92,67 @@ def _error(status: int, message: str) -> JSONResponse:
     return _json({"error": message}, status)
 
 
+def _json_file(path: Path | None) -> Any:
+    """A JSON file's content; None when it is absent, refused (`path` None) or damaged."""
+    if path is None:
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+
+
+class _Reject(Exception):
+    """Answer the request with this status and a JSON error."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _origin(url: str) -> tuple[str, str, int] | None:
+    """(scheme, host, port) of an http(s) origin; None for anything else (`null`, a path, user info)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.username is not None \
+            or parts.path or parts.query or parts.fragment:
+        return None
+    return parts.scheme, parts.hostname.lower(), port or (443 if parts.scheme == "https" else 80)
+
+
+def _same_origin(request: Request, origin: str) -> bool:
+    here = _origin(f"{request.url.scheme}://{request.headers.get('host', '')}")
+    return here is not None and _origin(origin) == here
+
+
+async def _check_control_body(request: Request, command: str) -> None:
+    """A control body must be `{}` or `{"command": command}`; it is read no further than
+    MAX_CONTROL_BODY bytes, so a huge one costs no memory."""
+    too_big = _Reject(413, f"a control body is at most {MAX_CONTROL_BODY} bytes of JSON")
+    length = request.headers.get("content-length")
+    if length is not None and (not length.isdigit() or int(length) > MAX_CONTROL_BODY):
+        raise too_big
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_CONTROL_BODY:  # a chunked body says no length up front
+            raise too_big
+    try:
+        data = json.loads(bytes(body))
+    except (ValueError, RecursionError):
+        data = None
+    if not isinstance(data, dict):
+        raise _Reject(400, 'the body must be a JSON object ({} or {"command": "..."})')
+    unknown = sorted(set(data) - {"command"})
+    if unknown:
+        raise _Reject(400, f"unknown field {unknown[0]!r} in the body (only \"command\")")
+    if data.get("command", command) != command:
+        raise _Reject(400, f"the body's command {data['command']!r} is not the URL's {command!r}")
+
+
 def _float_param(request: Request, name: str) -> float | None:
     raw = request.query_params.get(name)
     if raw in (None, ""):
@@ -110,7 +177,7 @@ def create_app(roots: Sequence[str | os.PathLike[str]], *, token: str | None = N
         try:
             return catalog.get(request.path_params["key"])
         except KeyError:
-            raise _NotFound(f"no run {request.path_params['key']!r} under the served roots") from None
+            raise _Reject(404, f"no run {request.path_params['key']!r} under the served roots") from None
 
     async def page(request: Request) -> Response:
         return Response(index_html, media_type="text/html; charset=utf-8", headers=SECURITY_HEADERS)
@@ -130,25 +197,20 @@ def create_app(roots: Sequence[str | os.PathLike[str]], *, token: str | None = N
 
     def run_detail(entry: RunEntry) -> dict[str, Any]:
         info = catalog.info(entry)
-        snapshots = [{"step": step, "file": str(path.relative_to(entry.dir))}
-                     for step, path in list_snapshots(entry.dir, inside_run=True)]
+        snapshots = [{"step": step, "file": entry.relative(path)} for step, path in entry.snapshots()]
         images: dict[str, list[dict[str, Any]]] = {}
-        for path in list_images(entry.dir):
+        for path in entry.images():
             step, _, name = path.stem.removeprefix("step_").partition("_")
             if step.isdigit():
-                images.setdefault(name, []).append({"step": int(step), "file": path.relative_to(entry.dir).as_posix()})
+                images.setdefault(name, []).append({"step": int(step), "file": entry.relative(path)})
         for shots in images.values():
             shots.sort(key=lambda shot: shot["step"])  # step_{step:04d}: names sort wrong past 9999
-        row = catalog.row(entry) or {}
-        config_path = entry.dir / "config.json"
-        try:
-            config = json.loads(config_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            config = None
-        return {"key": entry.key, "info": info, "summary": row, "config": config,
-                "status": catalog.status(entry), "snapshots": snapshots, "images": images,
-                "snapshot_groups": SNAPSHOT_GROUPS,
-                "control_needs_token": token is not None}
+        row = catalog.row(entry)
+        return {"key": entry.key, "info": info, "summary": row or {},
+                "config": _json_file(entry.path(CONFIG_FILE)),
+                "status": page_status(catalog.status(entry), row), "snapshots": snapshots,
+                "images": images, "warnings": entry.outside_folders(info),
+                "snapshot_groups": SNAPSHOT_GROUPS, "control_needs_token": token is not None}
 
     async def run_api(request: Request) -> Response:
         entry = entry_of(request)
@@ -197,7 +259,7 @@ def create_app(roots: Sequence[str | os.PathLike[str]], *, token: str | None = N
             tail = max(1, min(2000, int(request.query_params.get("tail", 200))))
         except ValueError:
             tail = 200
-        lines = await run_in_threadpool(_tail_lines, entry.dir / "events.log", tail)
+        lines = await run_in_threadpool(_tail_lines, entry.path(EVENTS_FILE), tail)
         return _json({"lines": lines})
 
     async def run_file(request: Request) -> Response:
@@ -222,10 +284,10 @@ def create_app(roots: Sequence[str | os.PathLike[str]], *, token: str | None = N
             step = int(request.path_params["step"])
         except ValueError:
             return _error(400, "step must be an integer")
-        for found, path in await run_in_threadpool(partial(list_snapshots, entry.dir, inside_run=True)):
+        for found, path in await run_in_threadpool(entry.snapshots):
             if found == step:
                 try:
-                    return _json({"step": step, "file": str(path.relative_to(entry.dir)),
+                    return _json({"step": step, "file": entry.relative(path),
                                   "data": await run_in_threadpool(load_snapshot, path)})
                 except RunforgeError as exc:
                     return _error(422, str(exc))
@@ -238,18 +300,25 @@ def create_app(roots: Sequence[str | os.PathLike[str]], *, token: str | None = N
         if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
             return _error(415, "control requests must be JSON (application/json)")
         origin = request.headers.get("origin")
-        if origin is not None and origin.split("://", 1)[-1] != request.headers.get("host"):
-            return _error(403, "refused: cross-site control request")
+        if origin is not None and not _same_origin(request, origin):
+            return _error(403, f"refused: control request from another origin ({origin!r})")
         if token is not None and not hmac.compare_digest(request.headers.get(TOKEN_HEADER, "").encode(),
                                                          token.encode()):
             return _error(403, "refused: this dashboard needs its control token (printed when it started)")
+        await _check_control_body(request, command)
         entry = entry_of(request)
         info = catalog.info(entry)
         status = (catalog.status(entry) or {})
         row = catalog.row(entry)
         if row is None or row["status"] != "running":
             return _error(409, f"run {info.get('name')} is {row['status'] if row else 'unknown'}, not running")
-        path = control.send(entry.dir, command)
+        if entry.path(control.CONTROL_DIR) is None:
+            return _error(403, f"refused: {control.CONTROL_DIR}/ of run {info.get('name')} links out of the run")
+        try:
+            path = control.send(entry.dir, command)
+        except OSError as exc:
+            return _error(409, f"cannot write to {control.CONTROL_DIR}/ of run {info.get('name')} "
+                               f"({exc.strerror or exc})")
         return _json({"sent": command, "file": path.name, "step": status.get("step_current")})
 
     async def compare(request: Request) -> Response:
@@ -278,11 +347,15 @@ def create_app(roots: Sequence[str | os.PathLike[str]], *, token: str | None = N
             return _error(400, "step must be an integer")
 
         def table() -> dict[str, Any]:
-            dirs = [e.dir for e in entries]
-            steps = sorted(set.intersection(*({s for s, _ in list_snapshots(d, inside_run=True)} for d in dirs)))
-            names = sorted(set().union(*(catalog.store(e).names() for e in entries)))
-            result = analysis.compare(dirs, step, inside_run=True)
-            result.update(common_steps=steps, metrics=names, keys=keys)
+            by_dir = {e.dir: e for e in entries}
+
+            def metrics_inside(run_dir: Path) -> list[dict[str, Any]]:
+                path = by_dir[run_dir].metrics_file()
+                return read_metrics(path) if path is not None else []
+
+            result = analysis.compare([e.dir for e in entries], step,
+                                      snapshots=lambda run_dir: by_dir[run_dir].snapshots(), metrics=metrics_inside)
+            result.update(metrics=sorted(set().union(*(catalog.store(e).names() for e in entries))), keys=keys)
             return result
 
         try:
@@ -290,8 +363,8 @@ def create_app(roots: Sequence[str | os.PathLike[str]], *, token: str | None = N
         except RunforgeError as exc:
             return _error(404, str(exc))
 
-    async def not_found(request: Request, exc: Exception) -> Response:
-        return _error(404, str(exc))
+    async def rejected(request: Request, exc: _Reject) -> Response:
+        return _error(exc.status, str(exc))
 
     async def unreadable(request: Request, exc: Exception) -> Response:
         return _error(422, str(exc))  # a damaged run.json or snapshot: say which, do not crash
@@ -317,13 +390,9 @@ def create_app(roots: Sequence[str | os.PathLike[str]], *, token: str | None = N
         yield
 
     app = Starlette(routes=routes, lifespan=lifespan,
-                    exception_handlers={_NotFound: not_found, RunforgeError: unreadable})
+                    exception_handlers={_Reject: rejected, RunforgeError: unreadable})
     app.state.catalog = catalog
     return app if allowed_hosts is None else HostGuard(app, allowed_hosts)  # type: ignore[return-value]
-
-
-class _NotFound(Exception):
-    pass
 
 
 class HostGuard:
@@ -343,14 +412,16 @@ class HostGuard:
         await self.app(scope, receive, send)
 
 
-def _tail_lines(path: Path, count: int) -> list[str]:
+def _tail_lines(path: Path | None, count: int) -> list[str]:
+    if path is None:
+        return []  # events.log links out of the run
     try:
         with open(path, "rb") as f:
             f.seek(0, os.SEEK_END)
             size = f.tell()
             f.seek(max(0, size - 256 * count))
             data = f.read()
-    except FileNotFoundError:
+    except OSError:  # missing, or not a file
         return []
     lines = data.decode("utf-8", "replace").splitlines()
     if size > 256 * count:

@@ -1,33 +1,86 @@
 """The runs under a dashboard's roots: keys for URLs, table rows, and the only way to a file.
 
-Every file the dashboard serves is reached through `Catalog.file`: a run is
-looked up by its key (never by a path from the request), and the name inside it
-must be plain segments that resolve, symlinks followed, to a file under the
-run's root.
+Every path the dashboard reads, serves or writes to is checked by `confined`: its
+real path (symlinks followed) must lie inside the run directory, and that inside
+the root it was found under, or the file counts as absent. A run is looked up by
+its key (never by a path from the request); `Catalog.file` also wants plain segments.
+
+The run layer's readers (`summarize`, `list_snapshots`, `list_images`,
+`best_metric`) open the files they find themselves, so what they return is
+checked here before it is used, and a run whose run.json or status.json (what
+`summarize` reads) leaves it is not served at all (`servable`: the same check,
+made cheap for the thousand runs of a table). A link swapped in between a check
+and the read is not caught; the real paths returned are what is then opened.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shlex
+import stat
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 from ..errors import BadInputError, RunNotFoundError
+from ..run.metrics import METRICS_FILE
 from ..run.naming import RUN_FILE
-from ..run.read import read_info, read_status, summarize
-from ..run.snapshots import best_metric, latest_snapshot
+from ..run.read import list_images, read_info, read_status, summarize
+from ..run.snapshots import best_metric, list_snapshots, load_snapshot
 
 if TYPE_CHECKING:
     from .series import MetricStore  # numpy: only the dashboard needs it, not `runforge runs`
 
 _SEGMENT = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]*$")
+STATUS_FILE = "status.json"
+CHECKPOINT_INDEX = "ckpts/index_rank0.json"
+"""The file `best_metric` falls back to."""
 
 
 class Refused(Exception):
     """A request for a file outside the roots, or a name that is not a plain relative path."""
+
+
+def confined(run_dir: str | os.PathLike[str], root: str | os.PathLike[str],
+             relative: str | os.PathLike[str]) -> Path | None:
+    """The real path of `relative` (a path inside the run, or an absolute one), or None when it,
+    or the run directory itself, leaves the run or the root once symlinks are followed."""
+    real_dir = os.path.realpath(run_dir)
+    real = os.path.realpath(os.path.join(real_dir, relative))
+    if _within(real, real_dir) and _within(real_dir, os.path.realpath(root)):
+        return Path(real)
+    return None
+
+
+def _within(path: str, folder: str) -> bool:
+    """For real (absolute, normalised) paths."""
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def servable(run_dir: Path, root: Path) -> bool:
+    """A run the dashboard may show: inside the root, its run.json a file, and neither run.json
+    nor status.json a link out of it (`summarize` reads both itself)."""
+    real_dir = os.path.realpath(run_dir)
+    return _within(real_dir, os.path.realpath(root)) and _summary_files_inside(real_dir)
+
+
+def _summary_files_inside(real_dir: str) -> bool:
+    # One name in a real directory leaves it only if it is a link: lstat first, realpath only
+    # then (the runs table checks a thousand runs every second).
+    for name in (RUN_FILE, STATUS_FILE):
+        path = os.path.join(real_dir, name)
+        if os.path.islink(path) and not _within(os.path.realpath(path), real_dir):
+            return False
+    return _is_file(Path(real_dir, RUN_FILE))
 
 
 @dataclass(frozen=True)
@@ -36,17 +89,77 @@ class RunEntry:
     dir: Path
     root: Path
 
+    def path(self, relative: str | os.PathLike[str]) -> Path | None:
+        """`confined` for this run."""
+        return confined(self.dir, self.root, relative)
 
-def run_row(run_dir: Path, *, inside_run: bool = False) -> dict[str, Any]:
-    """One line of the runs table: name, trainer, status, step/max, ETA, best metric, started."""
-    summary = summarize(run_dir)
-    latest = latest_snapshot(run_dir, inside_run=inside_run)
-    best = best_metric(latest[1] if latest else None, run_dir)
+    def relative(self, real: Path) -> str:
+        """The name inside the run (in URLs and API answers) of a real path `path`, `snapshots` or `images` gave."""
+        return real.relative_to(os.path.realpath(self.dir)).as_posix()
+
+    def snapshots(self) -> list[tuple[int, Path]]:
+        """(step, real path) of the snapshots inside the run; a folder or a file that links out is left out."""
+        return [(step, real) for step, path in list_snapshots(self.dir, inside_run=True)
+                if (real := self.path(path)) is not None]
+
+    def images(self) -> list[Path]:
+        """Real paths of the sample images inside the run (run.json's images_dir must be inside too)."""
+        return [real for path in list_images(self.dir) if (real := self.path(path)) is not None]
+
+    def metrics_file(self) -> Path | None:
+        real = self.path(METRICS_FILE)
+        return real if real is not None and _is_file(real) else None
+
+    def outside_folders(self, info: dict[str, Any]) -> list[str]:
+        """What to tell about run.json folders that leave the run (their files are not shown)."""
+        return [f"run.json {key} {value!r} leads outside the run: its files are not shown"
+                for key in ("images_dir", "snapshot_dir")
+                if isinstance(value := info.get(key), str) and value and self.path(value) is None]
+
+
+def resume_command(trainer: str, run_dir: str) -> str:
+    """How to continue a run whose process is gone."""
+    from ..trainers import TRAINERS
+
+    if trainer in TRAINERS:
+        return f"runforge train {trainer} --resume {shlex.quote(run_dir)}"
+    return f"runforge.Run(out={run_dir!r}, resume=True) in your script"
+
+
+def run_row(entry: RunEntry, *, confine: bool = False) -> dict[str, Any]:
+    """One line of the runs table: name, trainer, status, step/max, ETA, best metric, started.
+    `confine`: read only what lies inside the run (the dashboard); the CLI also follows a
+    snapshot folder outside it (seed 002's learn directory)."""
+    summary = summarize(entry.dir)
+    snapshots = entry.snapshots() if confine else list_snapshots(entry.dir)
+    latest = _latest_snapshot(snapshots)
+    best = best_metric(latest[1] if latest else None, entry.dir)
+    if confine and best is not None and best[0] != "best_quality_ever" and entry.path(CHECKPOINT_INDEX) is None:
+        best = None  # read from a checkpoint index that links out of the run
     row = summary.to_dict()
-    paused = summary.status == "running" and bool((read_status(run_dir) or {}).get("training_paused"))
+    paused = summary.status == "running" and bool((read_status(entry.dir) or {}).get("training_paused"))
     row.update(best_name=best[0] if best else None, best=best[1] if best else None,
-               last_snapshot_step=latest[0] if latest else None, paused=paused)
+               last_snapshot_step=latest[0] if latest else None, paused=paused,
+               resume=resume_command(summary.trainer, summary.dir) if summary.status == "crashed" else None)
     return row
+
+
+def _latest_snapshot(snapshots: list[tuple[int, Path]]) -> tuple[int, dict[str, Any]] | None:
+    for step, path in reversed(snapshots):
+        try:
+            return step, load_snapshot(path)
+        except (BadInputError, RunNotFoundError):
+            continue
+    return None
+
+
+def page_status(status: dict[str, Any] | None, row: dict[str, Any] | None) -> dict[str, Any] | None:
+    """status.json as the run page shows it: a crashed run's last heartbeat still says it trains,
+    with an ETA; it no longer does."""
+    if status is None or row is None or row["status"] != "crashed":
+        return status
+    return {**status, "status": "crashed", "training_active": False, "training_paused": False,
+            "validation_running": False, "eta_total_formatted": None, "eta_epoch_formatted": None}
 
 
 def run_rows(roots: Iterable[str | os.PathLike[str]]) -> list[dict[str, Any]]:
@@ -54,14 +167,14 @@ def run_rows(roots: Iterable[str | os.PathLike[str]]) -> list[dict[str, Any]]:
     rows = []
     for entry in Catalog(roots).entries():
         try:
-            rows.append(run_row(entry.dir))
+            rows.append(run_row(entry))
         except (RunNotFoundError, BadInputError):
             continue  # a run being created, or a damaged run.json: not listed
     rows.sort(key=lambda r: r.get("created_at") or "", reverse=True)
     return rows
 
 
-_ROW_SOURCES = (RUN_FILE, "status.json", "stats", "Learn")
+_ROW_SOURCES = (RUN_FILE, STATUS_FILE, "stats", "Learn")
 """A finished run's row is read again only when one of these changed."""
 
 
@@ -105,28 +218,29 @@ class Catalog:
 
     @staticmethod
     def _runs_in(root: Path) -> list[Path]:
-        if (root / RUN_FILE).is_file():
+        if servable(root, root):
             return [root]
-        runs = []
         try:
             scanned = list(os.scandir(root))
         except OSError:
             return []
+        runs = []
         for entry in scanned:
-            if not entry.is_dir() or not os.path.isfile(os.path.join(entry.path, RUN_FILE)):
+            if not entry.is_dir():
                 continue
-            path = Path(entry.path)
-            if entry.is_symlink() and not path.resolve().is_relative_to(root):
-                continue  # a link to a run elsewhere: outside what we were asked to serve
-            runs.append(path)
+            # the root is a real path, so only a link can lead out (to a run we were not asked to serve)
+            real_dir = os.path.realpath(entry.path) if entry.is_symlink() else entry.path
+            if _within(real_dir, str(root)) and _summary_files_inside(real_dir):
+                runs.append(Path(entry.path))
         return runs
 
     def get(self, key: str) -> RunEntry:
+        """The run with this key; KeyError also for one that has since turned into a link out."""
         with self._lock:
             entry = self._entries.get(key)
         if entry is None:
             entry = next((e for e in self.entries() if e.key == key), None)
-        if entry is None:
+        if entry is None or not servable(entry.dir, entry.root):
             raise KeyError(key)
         return entry
 
@@ -144,7 +258,7 @@ class Catalog:
             row = hit[1]
         else:
             try:
-                row = run_row(entry.dir, inside_run=True)
+                row = run_row(entry, confine=True)
             except (RunNotFoundError, BadInputError):
                 return None
             self._rows[entry.dir] = (stamp, row)
@@ -166,13 +280,15 @@ class Catalog:
         return read_status(entry.dir)
 
     def store(self, entry: RunEntry) -> MetricStore:
-        """The run's metric columns, brought up to date with its train.jsonl."""
+        """The run's metric columns, brought up to date with its train.jsonl (empty when that
+        is missing or links out of the run)."""
         from .series import MetricStore
 
+        path = entry.metrics_file()
         with self._lock:
             store = self._stores.get(entry.dir)
-            if store is None:
-                store = self._stores[entry.dir] = MetricStore(entry.dir / "train.jsonl")
+            if store is None or store.path != path:
+                store = self._stores[entry.dir] = MetricStore(path)
         store.refresh()
         return store
 
@@ -183,13 +299,9 @@ class Catalog:
         segments = relative.split("/")
         if any(not _SEGMENT.match(s) for s in segments):
             raise Refused(relative)  # '..', '.', '', '%2e%2e' and other encodings never match
-        path = entry.dir.joinpath(*segments)
-        try:
-            resolved = path.resolve(strict=True)
-        except (OSError, RuntimeError):
-            raise FileNotFoundError(relative) from None
-        if not resolved.is_relative_to(entry.dir.resolve()) or not resolved.is_relative_to(entry.root):
+        resolved = entry.path(relative)
+        if resolved is None:
             raise Refused(relative)  # a symlink that points out of the run
-        if not resolved.is_file():
+        if not _is_file(resolved):
             raise FileNotFoundError(relative)
         return resolved

@@ -14,6 +14,7 @@ import os
 import threading
 from array import array
 from pathlib import Path
+from stat import S_ISREG
 from typing import Any, Iterator
 
 import numpy as np
@@ -49,9 +50,10 @@ def downsample(x: np.ndarray, y: np.ndarray, max_points: int) -> tuple[np.ndarra
 
 
 class MetricStore:
-    """The numeric columns of one train.jsonl: name -> (steps, values); nested names joined by '.'."""
+    """The numeric columns of one train.jsonl: name -> (steps, values); nested names joined by '.'.
+    `path` None (a log the dashboard may not read) and anything but a regular file hold no columns."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path | None) -> None:
         self.path = path
         self._lock = threading.Lock()
         self._reset()
@@ -80,9 +82,12 @@ class MetricStore:
     def refresh(self) -> None:
         """Read what was appended since the last call (or everything, if the file was replaced)."""
         with self._lock:
+            path = self.path
             try:
-                stat = os.stat(self.path)
-            except FileNotFoundError:
+                stat = os.stat(path) if path is not None else None
+            except OSError:
+                stat = None
+            if path is None or stat is None or not S_ISREG(stat.st_mode):  # opening a FIFO would block
                 self._reset()
                 return
             identity = (stat.st_dev, stat.st_ino)
@@ -91,9 +96,13 @@ class MetricStore:
                 self._identity = identity
             if stat.st_size == self._offset:
                 return
-            with open(self.path, "rb") as f:
-                f.seek(self._offset)
-                data = f.read(stat.st_size - self._offset)
+            try:
+                with open(path, "rb") as f:
+                    f.seek(self._offset)
+                    data = f.read(stat.st_size - self._offset)
+            except OSError:
+                self._reset()
+                return
             end = data.rfind(b"\n")
             if end < 0:
                 return  # only part of a line so far: the writer has not finished it

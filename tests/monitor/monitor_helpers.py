@@ -6,9 +6,11 @@ import http.client
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +23,50 @@ QUIET_ENV = {"RUNFORGE_NO_KEYS": "1", "PYTHONUNBUFFERED": "1"}
 
 def make_run(root: Path, dirname: str, *, name: str | None = None, steps: int = 20,
              snapshots: dict[int, dict[str, Any]] | None = None, loss=lambda step: 1.0 / step) -> Path:
-    """A finished run with `loss` (and `losses.l1`) every step, and the given snapshots."""
-    with runforge.Run(trainer="unit", config={"steps": steps}, out=root / dirname, name=name, steps=steps,
+    """A finished run with `loss` (and `losses.l1`) every step, and the given snapshots.
+
+    `name` is written into run.json afterwards: the run layer refuses names that are not plain,
+    but the dashboard must still show whatever a (hand-edited) run.json says, as text."""
+    with runforge.Run(trainer="unit", config={"steps": steps}, out=root / dirname, steps=steps,
                       tensorboard=False, progress=False, handle_signals=False) as run:
         for step in range(1, steps + 1):
             run.log(step, {"loss": loss(step), "losses": {"l1": loss(step) / 2}})
         for step, stats in (snapshots or {}).items():
             run.snapshot(step, stats)
+    if name is not None:
+        edit_info(root / dirname, name=name)
     return root / dirname
+
+
+def running_info() -> dict[str, Any]:
+    """run.json fields of a run whose trainer is this test process (alive, so the run is `running`)."""
+    return {"status": "running", "pid": os.getpid(), "pid_start": None, "host": socket.gethostname()}
+
+
+LAST_ETA = "0:42:17"
+
+
+def make_crashed(root: Path, dirname: str = "crashed") -> Path:
+    """A toy run that died mid-training: run.json says running (with the pid of a process that has
+    exited), status.json is its last heartbeat, two minutes old, with an ETA."""
+    run_dir = make_run(root, dirname, steps=20)
+    gone = subprocess.Popen([PYTHON, "-c", "pass"])
+    gone.wait()
+    edit_info(run_dir, trainer="toy", step=12, status="running", pid=gone.pid, pid_start=-1,
+              host=socket.gethostname())
+    status = json.loads((run_dir / "status.json").read_text(encoding="utf-8"))
+    status.update(status="running", training_active=True, step_current=12, step_max=20,
+                  eta_total_formatted=LAST_ETA, eta_epoch_formatted=LAST_ETA, last_update_time=time.time() - 120)
+    (run_dir / "status.json").write_text(json.dumps(status), encoding="utf-8")
+    return run_dir
+
+
+def edit_info(run_dir: Path, **fields: Any) -> dict[str, Any]:
+    """Change fields of a run's run.json, as a hand edit (or another tool) would."""
+    info = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    info.update(fields)
+    (run_dir / "run.json").write_text(json.dumps(info), encoding="utf-8")
+    return info
 
 
 class Server:

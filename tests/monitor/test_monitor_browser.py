@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from monitor_helpers import Server, make_run, read_status, start_toy, wait_for
+from monitor_helpers import Server, make_crashed, make_run, read_status, start_toy, wait_for
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -121,3 +121,20 @@ def test_watch_and_steer_a_live_run_in_chromium(tmp_path, browser):
                 trainer.wait()
     assert trainer.returncode == 0
     assert json.loads((live_dir / "run.json").read_text())["status"] == "interrupted"
+
+
+def test_a_crashed_run_page_says_crashed_and_how_to_resume(tmp_path, browser):
+    run_dir = make_crashed(tmp_path / "runs")
+    server = Server(str(tmp_path / "runs"))
+    try:
+        browser.get(server.url + "/run/crashed")
+        wait_for(lambda: _css(browser, "#status")[0].text.strip(), what="the status panel")
+        assert _css(browser, "#run-status")[0].text == "crashed"
+        panel = json.loads(_css(browser, "#status")[0].text)
+        assert panel["status"] == "crashed" and panel["training_active"] is False
+        assert panel["eta_total_formatted"] is None and panel["step_current"] == 12
+        assert f"resume with: runforge train toy --resume {run_dir.resolve()}" in _css(browser, "#run-notes")[0].text
+        assert "ETA" not in _css(browser, "#progress-text")[0].text
+        assert all(not button.is_enabled() for button in _css(browser, "button[data-command]"))
+    finally:
+        server.stop()

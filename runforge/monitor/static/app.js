@@ -198,6 +198,7 @@ function runView(key) {
   const bar = el("progress", { id: "progress", max: 1, value: 0 });
   const progressText = el("span", { id: "progress-text", className: "num" });
   const statusBox = el("span", { id: "run-status" });
+  const notes = el("div", { className: "meta", id: "run-notes" });
   const msg = el("span", { className: "msg", id: "control-msg" });
   const buttons = {};
   for (const command of ["pause", "resume", "validate", "save", "stop"]) {
@@ -218,7 +219,7 @@ function runView(key) {
 
   view.replaceChildren(
     title, meta,
-    el("div", { className: "progress" }, statusBox, bar, progressText),
+    el("div", { className: "progress" }, statusBox, bar, progressText), notes,
     el("div", { className: "toolbar", style: "margin-top:10px" }, Object.values(buttons), msg),
     el("h2", {}, "Metrics"),
     el("div", { className: "toolbar" }, el("label", {}, logy, " log scale"),
@@ -386,6 +387,9 @@ function runView(key) {
     if (st.iteration_duration) pieces.push(fmt(st.iteration_duration) + " s/it");
     if (st.validation_running) pieces.push("validating…");
     progressText.textContent = pieces.join(" · ");
+    const lines = (detail.warnings || []).slice();
+    if (summary.resume) lines.unshift("the training process is gone; resume with: " + summary.resume);
+    notes.replaceChildren(...lines.map(line => el("div", {}, line)));
     const running = runStatus === "running";
     buttons.pause.disabled = !running || !!st.training_paused;
     buttons.resume.disabled = !running || !st.training_paused;
