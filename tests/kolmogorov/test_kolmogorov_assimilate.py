@@ -68,8 +68,8 @@ def test_bad_run_directories_get_one_line_errors(trained, tmp_path, capsys):
 @pytest.mark.parametrize("flags, message", [
     ([], "missing required option(s): --obs"),
     (["--obs", "dense"], "--obs"),
-    (["--obs", "coarse", "--samples", "0"], "--samples: must be at least 1"),
-    (["--obs", "coarse", "--noise", "0"], "--noise and --tau must be positive"),
+    (["--obs", "coarse", "--samples", "0"], "--samples: must be >= 1"),
+    (["--obs", "coarse", "--noise", "0"], "--noise: must be > 0"),
 ])
 def test_bad_flags_get_one_line_errors_before_anything_is_read(flags, message, tmp_path, capsys):
     assert main(["assimilate", str(tmp_path / "no-run"), *flags]) == 2

@@ -113,6 +113,42 @@ def test_resume_from_a_checkpoint_reaches_the_same_final_state(tiny_run, capsys)
         assert json.loads(a)["loss_train"] == pytest.approx(json.loads(b)["loss_train"], rel=1e-5)
 
 
+def test_a_validate_command_while_paused_validates_at_the_held_epoch(kolmogorov_data, tmp_path):
+    from dataclasses import replace
+
+    from runforge import Run
+    from runforge.run import send_command
+    from runforge.trainers.kolmogorov.config import run_options
+    from runforge.trainers.kolmogorov.train import train
+
+    cfg = replace(PRESETS["tiny"], data=kolmogorov_data, window=3, epochs=2, valid_every=100, ckpt_every=100)
+
+    class PauseAndValidateAtEpoch1(Run):
+        def poll(self, step=None, **kwargs):
+            if step == 1:
+                send_command(self.dir, "pause")
+                send_command(self.dir, "validate")
+                self._next_control_check = 0.0
+                validate = kwargs["on_validate"]  # the loop's own validation, which poll calls while held
+
+                def validate_then_resume():
+                    validate()
+                    send_command(self.dir, "resume")
+
+                kwargs["on_validate"] = validate_then_resume
+            return super().poll(step, **kwargs)
+
+    with PauseAndValidateAtEpoch1(trainer="kolmogorov", config=to_dict(cfg), out=tmp_path / "run", progress=False,
+                                  handle_signals=False, tensorboard=False, **run_options(cfg)) as run:
+        train(cfg, run)
+    stats = {p.name: json.loads(p.read_text()) for p in (tmp_path / "run" / "stats").iterdir()}
+    assert sorted(stats) == ["stats_1.json", "stats_2.json"]
+    assert stats["stats_1.json"]["training_paused"] is True and stats["stats_2.json"]["training_paused"] is False
+    lines = [json.loads(line) for line in (tmp_path / "run" / "train.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines if "loss_valid" in line] == [1, 2]  # the held epoch's line has it
+    assert lines[0]["loss_valid"] == stats["stats_1.json"]["loss_valid"]
+
+
 def test_score_loss_decreases_on_a_tiny_set_and_every_parameter_gets_a_gradient(kolmogorov_data):
     torch.manual_seed(0)
     x = random_windows(load_split(kolmogorov_data / "train.h5"), 3, torch.Generator().manual_seed(0))

@@ -175,6 +175,33 @@ def test_validate_command_writes_a_snapshot_at_the_current_step(tmp_path):
     assert json.loads(next((run_dir / "control").glob("*.taken")).read_text())["command"] == "validate"
 
 
+def test_a_validate_command_while_paused_validates_at_the_held_step(tmp_path):
+    cfg = replace(TINY, steps=6, val_every=1000, ckpt_every=1000)
+
+    class PauseAndValidateAtStep3(Run):
+        def poll(self, step=None, **kwargs):
+            if step == 3:
+                send_command(self.dir, "pause")
+                send_command(self.dir, "validate")
+                self._next_control_check = 0.0
+                validate = kwargs["on_validate"]  # the loop's own validation, which poll calls while held
+
+                def validate_then_resume():
+                    validate()
+                    send_command(self.dir, "resume")
+
+                kwargs["on_validate"] = validate_then_resume
+            return super().poll(step, **kwargs)
+
+    run_dir = run_tiny(tmp_path, cfg, run_class=PauseAndValidateAtStep3)
+    stats = snapshots(run_dir)
+    assert list(stats) == ["Statistik_3.json", "Statistik_6.json"]  # once while held, once at the end
+    assert stats["Statistik_3.json"]["step_current"] == 3 and stats["Statistik_3.json"]["training_paused"] is True
+    assert stats["Statistik_6.json"]["training_paused"] is False
+    val_steps = [json.loads(line)["step"] for line in (run_dir / "train.jsonl").read_text().splitlines() if '"val"' in line]
+    assert val_steps == [3, 6]
+
+
 def test_resume_after_a_stop_matches_an_uninterrupted_run(tmp_path):
     cfg = replace(TINY, steps=12)
     straight = run_tiny(tmp_path, cfg, "straight")
@@ -237,9 +264,10 @@ def test_bad_data_root_is_one_line_naming_the_file(tmp_path, capsys, problem):
     code = main(["train", "sr", "--preset", "tiny", "--data_root", str(root), "--out", str(tmp_path / "run"),
                  "--progress", "lines", "--no_tensorboard"])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2
+    assert code == 2 and len(err) == 1
     assert err[-1] == f"runforge: error: {culprit}: " + err[-1].split(f"{culprit}: ", 1)[1]
     assert words in err[-1] and "Traceback" not in "\n".join(err)
+    assert not (tmp_path / "run").exists()  # refused before the run directory is made
 
 
 def test_own_data_root_split_in_one_folder_trains(tmp_path):
@@ -293,7 +321,7 @@ def test_resume_from_a_damaged_checkpoint_is_a_named_error(tmp_path, capsys):
     code = main(["train", "sr", "--preset", "tiny", "--out", str(run_dir), "--resume", "--progress", "lines",
                  "--no_tensorboard"])
     assert code == 2
-    assert f"{run_dir / 'ckpts' / 'last.pt'}: is not a resumable sr checkpoint" in capsys.readouterr().err
+    assert f"{run_dir / 'ckpts' / 'last.pt'}: cannot be loaded as a checkpoint" in capsys.readouterr().err
 
 
 def test_a_plateau_boosts_the_learning_rate_of_the_loop(tmp_path):

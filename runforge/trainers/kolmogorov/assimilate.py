@@ -4,7 +4,8 @@ For each test trajectory x (L states), observe y = A(x) + noise, sample the post
 p(x | y) with the run's score network assembled over the whole trajectory and SDA's
 Gaussian likelihood score, and compare the posterior mean with an interpolation of y.
 
-Writes into OUT (default RUN/assimilation/{obs}_x{factor}_t{first}):
+Everything (the run, the data, the flags that depend on them, OUT) is checked before the sampling;
+OUT is made only when there are results. Writes into OUT (default RUN/assimilation/{obs}_x{factor}_t{first}):
     figures.json     errors of the posterior mean, the samples and the baseline (per trajectory and mean)
     vorticity.png    rows: truth, observation (interpolated), posterior samples, posterior mean, baseline
     posterior.h5     truth, y, samples, mean and baseline arrays
@@ -12,7 +13,6 @@ Writes into OUT (default RUN/assimilation/{obs}_x{factor}_t{first}):
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,15 +23,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ...config import to_dict
+from ...config import load_file, to_dict
 from ...errors import BadInputError
 from ...run._atomic import write_json
-from .config import AssimilateConfig
-from .data import load_split, pick_device
+from ...run.naming import make_dir
+from ..common import check_output, load_model_state, load_torch_file, pick_device
+from .config import AssimilateConfig, Config
+from .data import check_grid, load_split
 from .figures import grid
 from .score import VPSDE, GaussianPosterior, MarkovScore, make_score
 from .solver import coarsen, vorticity
 from .train import STATE_FILE
+
+OUTPUT_FILES = ("figures.json", "vorticity.png", "posterior.h5")
 
 
 @dataclass
@@ -86,22 +90,19 @@ def rmse(a: Tensor, b: Tensor) -> float:
     return float((a - b).square().mean().sqrt())
 
 
-def load_run(run: Path, device: torch.device) -> tuple[dict, MarkovScore]:
+def load_run(run: Path, device: torch.device) -> tuple[Config, MarkovScore]:
+    """The config and trained score network of a kolmogorov run directory."""
     config_path, state_path = run / "config.json", run / STATE_FILE
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise BadInputError(config_path, "not found: RUN must be a kolmogorov run directory") from None
-    except ValueError as exc:
-        raise BadInputError(config_path, f"is not valid JSON ({exc})") from None
+    if not config_path.is_file():
+        raise BadInputError(config_path, "not found: RUN must be a kolmogorov run directory")
+    config = load_file(Config, config_path)
     if not state_path.is_file():
         raise BadInputError(state_path, "not found: the run has not finished training (no state.pth yet)")
+    state = load_torch_file(state_path, "the score network's state dict")
+    score = make_score(to_dict(config))
     try:
-        score = make_score(config)
-        score.load_state_dict(torch.load(state_path, map_location="cpu", weights_only=True))
-    except KeyError as exc:
-        raise BadInputError(config_path, f"is not a kolmogorov config (missing key {exc})") from None
-    except (RuntimeError, ValueError, EOFError) as exc:
+        load_model_state(score, state)
+    except ValueError as exc:
         raise BadInputError(state_path, f"does not load into the network of config.json ({exc})") from None
     return config, score.to(device).eval()
 
@@ -134,12 +135,13 @@ def run_assimilation(run: Path, cfg: AssimilateConfig) -> int:
     if device.type == "cpu":
         torch.set_num_threads(1)
     config, score = load_run(run, device)
-    data = Path(cfg.data or config.get("data", ""))
+    data = Path(cfg.data or config.data)
     test = load_split(data / "test.h5")
-    check_fits(cfg, test, config["window"], data / "test.h5")
+    check_fits(cfg, test, config.window, data / "test.h5")
+    check_grid(data / "test.h5", test.shape[-1], config)
     observe = Observation(cfg.obs, cfg.factor, cfg.every)
     out = cfg.out or run / "assimilation" / f"{cfg.obs}_x{cfg.factor}_t{cfg.trajectory}"
-    out.mkdir(parents=True, exist_ok=True)
+    check_output(out, OUTPUT_FILES, "--out")
     torch.manual_seed(cfg.seed)
 
     size = test.shape[-1]
@@ -184,6 +186,7 @@ def run_assimilation(run: Path, cfg: AssimilateConfig) -> int:
         "mean": summary, "trajectories": results,
     }
     picture = grid([r[1] for r in rows], labels=[r[0] for r in rows])
+    make_dir(out)
     picture.save(out / "vorticity.png")
     write_posterior(out / "posterior.h5", {k: np.stack(v) for k, v in arrays.items()})
     write_json(out / "figures.json", report)

@@ -6,6 +6,7 @@ starts with exactly those keys); the rest are runforge's additions. No torch her
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -16,49 +17,49 @@ from ...errors import ConfigError
 WANDB_PROJECT = "sda-kolmogorov"
 
 
+MAX_EPOCHS = 10**7
+MAX_LEVELS = 8
+
+
 @dataclass
 class Config:
     # SDA's CONFIG: architecture
-    window: int = option(5, "states per window seen by the local score network (odd)")
-    embedding: int = option(64, "features of the diffusion-time embedding")
-    hidden_channels: list[int] = option([96, 192, 384], "U-Net channels per level")
-    hidden_blocks: list[int] = option([3, 3, 3], "residual blocks per U-Net level")
-    kernel_size: int = option(3, "convolution kernel size (circular padding)")
+    window: int = option(5, "states per window seen by the local score network (odd)", ge=1, le=63)
+    embedding: int = option(64, "features of the diffusion-time embedding (even)", ge=2, le=4096)
+    hidden_channels: list[int] = option([96, 192, 384], f"U-Net channels per level (1 to {MAX_LEVELS} levels)", ge=1, le=4096)
+    hidden_blocks: list[int] = option([3, 3, 3], "residual blocks per U-Net level", ge=1, le=64)
+    kernel_size: int = option(3, "convolution kernel size (odd; circular padding)", ge=1, le=15)
     activation: Literal["SiLU", "ReLU", "ELU", "GELU"] = option("SiLU", "activation of the U-Net")
     # SDA's CONFIG: training
-    epochs: int = option(4096, "epochs (one random window per training trajectory each)")
-    batch_size: int = option(32, "windows per optimizer step")
+    epochs: int = option(4096, "epochs (one random window per training trajectory each)", ge=1, le=MAX_EPOCHS)
+    batch_size: int = option(32, "windows per optimizer step", ge=1, le=65536)
     optimizer: Literal["AdamW", "Adam"] = option("AdamW", "optimizer")
-    learning_rate: float = option(2e-4, "initial learning rate")
-    weight_decay: float = option(1e-3, "weight decay")
+    learning_rate: float = option(2e-4, "initial learning rate", gt=0, le=1)
+    weight_decay: float = option(1e-3, "weight decay", ge=0, le=1)
     scheduler: Literal["linear", "constant", "cosine"] = option("linear", "learning-rate schedule over the epochs")
     # runforge
     data: Path = option(Path("data/kolmogorov"), "folder with train.h5 and valid.h5 (`runforge data kolmogorov`)")
-    seed: int = option(0, "random seed (initialisation, windows, noise)")
-    valid_every: int = option(1, "validate (loss_valid + statistics snapshot) every N epochs")
-    sample_every: int = option(256, "save a figure of unconditional samples every N epochs (and at the end)")
-    sample_steps: int = option(64, "reverse-diffusion steps for those samples")
-    ckpt_every: int = option(64, "resumable checkpoint every N epochs")
-    keep_last: int = option(3, "checkpoints kept")
+    seed: int = option(0, "random seed (initialisation, windows, noise)", ge=0, le=10**9)
+    valid_every: int = option(1, "validate (loss_valid + statistics snapshot) every N epochs", ge=1, le=MAX_EPOCHS)
+    sample_every: int = option(256, "save a figure of unconditional samples every N epochs (and at the end)", ge=1, le=MAX_EPOCHS)
+    sample_steps: int = option(64, "reverse-diffusion steps for those samples", ge=1, le=100000)
+    ckpt_every: int = option(64, "resumable checkpoint every N epochs", ge=1, le=MAX_EPOCHS)
+    keep_last: int = option(3, "checkpoints kept besides the one with the best loss_valid (0: only that one)", ge=0, le=10**6)
     device: Literal["auto", "cpu", "cuda"] = option("auto", "cuda when available with auto")
     wandb: Literal["disabled", "offline", "online"] = option(
         "disabled", f"log to wandb project {WANDB_PROJECT}; only online touches the network")
-    array: int = option(1, "launch N runs in parallel (seeds seed..seed+N-1), each in its own run dir")
+    array: int = option(1, "launch N runs in parallel (seeds seed..seed+N-1), each in its own run dir", ge=1, le=1024)
     backend: Literal["async", "slurm", "submitit"] = option(
         "async", "job-array scheduler: dawgz async (local processes), dawgz slurm, or submitit (local)")
-    workers: int = option(2, "parallel processes of a local job array")
+    workers: int = option(2, "parallel processes of a local job array", ge=1, le=256)
 
     def check(self) -> None:
-        if self.window < 1 or self.window % 2 == 0:
-            raise ConfigError(None, f"--window: must be a positive odd number, got {self.window}")
-        if len(self.hidden_channels) != len(self.hidden_blocks) or not self.hidden_channels:
-            raise ConfigError(None, "--hidden_channels and --hidden_blocks: need the same, non-zero number of levels")
+        if self.window % 2 == 0:
+            raise ConfigError(None, f"--window: must be odd, got {self.window}")
+        if len(self.hidden_channels) != len(self.hidden_blocks) or not 1 <= len(self.hidden_channels) <= MAX_LEVELS:
+            raise ConfigError(None, f"--hidden_channels and --hidden_blocks: need the same number of levels, 1 to {MAX_LEVELS}")
         if self.kernel_size % 2 == 0:
             raise ConfigError(None, f"--kernel_size: must be odd, got {self.kernel_size}")
-        for name in ("epochs", "batch_size", "embedding", "valid_every", "sample_every", "sample_steps",
-                     "ckpt_every", "keep_last", "array", "workers"):
-            if getattr(self, name) < 1:
-                raise ConfigError(None, f"--{name}: must be at least 1, got {getattr(self, name)}")
         if self.embedding % 2:
             raise ConfigError(None, f"--embedding: must be even, got {self.embedding}")
 
@@ -76,9 +77,19 @@ PRESETS = {
 
 
 def check_inputs(cfg: Config) -> None:
-    from .data import check_dataset  # h5py (and torch), only when a training starts
+    """What a training needs, checked before the run directory exists: the dataset (read in full and
+    checked; train() gets the same tensors back), the device where the training runs here, and
+    Slurm's sbatch for a Slurm array (whose members may find a GPU the submitting host lacks)."""
+    from ..common import pick_device
+    from .data import check_dataset  # h5py and torch, only when a training starts
 
-    check_dataset(cfg.data, cfg.window)
+    if cfg.array > 1 and cfg.backend == "slurm":
+        if shutil.which("sbatch") is None:
+            raise ConfigError(None, "--backend slurm: sbatch is not on PATH; submit from a Slurm login node "
+                                    "or use --backend async")
+    else:
+        pick_device(cfg.device)
+    check_dataset(cfg)
 
 
 def run_options(cfg: Config) -> dict[str, Any]:
@@ -86,34 +97,44 @@ def run_options(cfg: Config) -> dict[str, Any]:
     return {"steps": cfg.epochs, "images_dir": "samples", "checkpoint_options": {"keep_last": cfg.keep_last}}
 
 
+# What one simulated batch (velocity at the simulation grid) and the stored data set hold in memory
+MAX_BATCH_VALUES = 2**30
+MAX_DATASET_VALUES = 2**31
+
+
 @dataclass
 class DataConfig:
     """`runforge data kolmogorov OUT`: trajectories simulated on a fine grid, block-mean coarsened."""
 
-    trajectories: int = option(1024, "trajectories in total (split 80/10/10 into train/valid/test)")
-    size: int = option(256, "simulation grid points per side")
-    coarsen: int = option(4, "block-mean factor from the simulation grid to the stored grid")
-    length: int = option(64, "states kept per trajectory")
-    burn_in: int = option(64, "states simulated and dropped before those")
-    dt: float = option(0.2, "time between stored states")
-    reynolds: float = option(1000.0, "Reynolds number (viscosity 1/Re)")
-    drag: float = option(0.1, "linear drag coefficient")
-    wavenumber: int = option(4, "Kolmogorov forcing wavenumber")
-    max_velocity: float = option(3.0, "largest speed of the random initial states")
-    batch: int = option(64, "trajectories simulated together")
-    seed: int = option(0, "random seed of the initial states")
+    trajectories: int = option(1024, "trajectories in total (split 80/10/10 into train/valid/test)", ge=3, le=10**6)
+    size: int = option(256, "simulation grid points per side", ge=8, le=4096)
+    coarsen: int = option(4, "block-mean factor from the simulation grid to the stored grid", ge=1, le=4096)
+    length: int = option(64, "states kept per trajectory", ge=1, le=10**5)
+    burn_in: int = option(64, "states simulated and dropped before those", ge=0, le=10**6)
+    dt: float = option(0.2, "time between stored states", gt=0, le=10)
+    reynolds: float = option(1000.0, "Reynolds number (viscosity 1/Re)", gt=0, le=10**6)
+    drag: float = option(0.1, "linear drag coefficient", ge=0, le=100)
+    wavenumber: int = option(4, "Kolmogorov forcing wavenumber (at most --size / 3, the dealiased band)", ge=1, le=1365)
+    max_velocity: float = option(3.0, "largest speed of the random initial states", gt=0, le=100)
+    batch: int = option(64, "trajectories simulated together", ge=1, le=65536)
+    seed: int = option(0, "random seed of the initial states", ge=0, le=10**9)
     device: Literal["auto", "cpu", "cuda"] = option("auto", "cuda when available with auto")
 
     def check(self) -> None:
-        for name in ("trajectories", "size", "coarsen", "length", "batch"):
-            if getattr(self, name) < 1:
-                raise ConfigError(None, f"--{name}: must be at least 1, got {getattr(self, name)}")
-        if self.trajectories < 3:
-            raise ConfigError(None, f"--trajectories: need at least 3 for a train/valid/test split, got {self.trajectories}")
         if self.size % self.coarsen:
             raise ConfigError(None, f"--coarsen: {self.coarsen} does not divide --size {self.size}")
-        if self.burn_in < 0 or self.dt <= 0 or self.reynolds <= 0:
-            raise ConfigError(None, "--burn_in must be >= 0, --dt and --reynolds > 0")
+        if self.wavenumber > self.size // 3:
+            raise ConfigError(None, f"--wavenumber: {self.wavenumber} is above --size {self.size} / 3, where "
+                                    "2/3 dealiasing would remove the forcing")
+        batch_values = min(self.batch, self.trajectories) * self.length * 2 * self.size**2
+        if batch_values > MAX_BATCH_VALUES:
+            raise ConfigError(None, f"--batch: {self.batch} trajectories of --length {self.length} at --size "
+                                    f"{self.size} are {batch_values:,} values at once, over {MAX_BATCH_VALUES:,}; "
+                                    "lower --batch")
+        stored = self.trajectories * self.length * 2 * (self.size // self.coarsen) ** 2
+        if stored > MAX_DATASET_VALUES:
+            raise ConfigError(None, f"--trajectories: {self.trajectories} trajectories of --length {self.length} "
+                                    f"at {self.size // self.coarsen}² are {stored:,} values, over {MAX_DATASET_VALUES:,}")
 
 
 DATA_PRESETS = {
@@ -134,28 +155,19 @@ class AssimilateConfig:
     obs: Literal["coarse", "sparse"] = field(metadata={
         "help": "coarse: block means of FACTOR×FACTOR cells of every state; sparse: every FACTOR-th grid "
                 "point of every EVERY-th state"})
-    factor: int = option(4, "coarsening factor, or spacing of the sparse grid points")
-    every: int = option(1, "sparse: observe every N-th state")
-    noise: float = option(0.1, "standard deviation of the observation noise")
+    factor: int = option(4, "coarsening factor, or spacing of the sparse grid points (divides the grid size)", ge=1, le=4096)
+    every: int = option(1, "sparse: observe every N-th state", ge=1, le=10**5)
+    noise: float = option(0.1, "standard deviation of the observation noise", gt=0, le=100)
     data: Optional[Path] = option(None, "dataset folder with test.h5 (default: the run's --data)")
-    trajectory: int = option(0, "first test trajectory")
-    trajectories: int = option(1, "how many test trajectories, from --trajectory")
-    start: int = option(0, "first state of each trajectory")
-    length: int = option(16, "states per assimilated trajectory")
-    samples: int = option(4, "posterior samples per trajectory")
-    steps: int = option(256, "reverse-diffusion (predictor) steps")
-    corrections: int = option(1, "Langevin corrections per step")
-    tau: float = option(0.5, "Langevin step amplitude")
-    gamma: float = option(1e-2, "likelihood widening γ of SDA's Gaussian posterior score")
-    seed: int = option(0, "random seed of the noise and the sampler")
+    trajectory: int = option(0, "first test trajectory", ge=0, le=10**6)
+    trajectories: int = option(1, "how many test trajectories, from --trajectory", ge=1, le=10**6)
+    start: int = option(0, "first state of each trajectory", ge=0, le=10**5)
+    length: int = option(16, "states per assimilated trajectory", ge=1, le=10**5)
+    samples: int = option(4, "posterior samples per trajectory", ge=1, le=4096)
+    steps: int = option(256, "reverse-diffusion (predictor) steps", ge=1, le=100000)
+    corrections: int = option(1, "Langevin corrections per step", ge=0, le=100)
+    tau: float = option(0.5, "Langevin step amplitude", gt=0, le=100)
+    gamma: float = option(1e-2, "likelihood widening γ of SDA's Gaussian posterior score", ge=0, le=100)
+    seed: int = option(0, "random seed of the noise and the sampler", ge=0, le=10**9)
     device: Literal["auto", "cpu", "cuda"] = option("auto", "cuda when available with auto")
     out: Optional[Path] = option(None, "output folder (default RUN/assimilation/{obs}_x{factor}_t{trajectory})")
-
-    def check(self) -> None:
-        for name in ("factor", "every", "length", "samples", "steps", "trajectories"):
-            if getattr(self, name) < 1:
-                raise ConfigError(None, f"--{name}: must be at least 1, got {getattr(self, name)}")
-        if self.trajectory < 0 or self.start < 0 or self.corrections < 0:
-            raise ConfigError(None, "--trajectory, --start and --corrections must be >= 0")
-        if self.noise <= 0 or self.tau <= 0 or self.gamma < 0:
-            raise ConfigError(None, "--noise and --tau must be positive, --gamma >= 0")

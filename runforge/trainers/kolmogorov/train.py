@@ -9,9 +9,9 @@ network's state_dict) at the end, plus checkpoints, sample figures and snapshots
 
 from __future__ import annotations
 
-import copy
 import math
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,14 +19,16 @@ import torch
 from ...config import to_dict
 from ...run import Run
 from ...run._atomic import write_with
+from ..common import cpu_state, load_model_state, load_optimizer_state, pick_device, torch_load
 from .config import Config
-from .data import load_split, pick_device, random_windows
+from .data import load_split, random_windows
 from .figures import grid
 from .score import VPSDE, MarkovScore, make_score
 from .solver import vorticity
 from .tracking import Tracker
 
 STATE_FILE = "state.pth"
+RESUME_KEYS = ("epoch", "config", "best", "score", "optimizer", "scheduler", "rng", "windows_rng", "cuda_rng")
 
 
 def lr_factor(schedule: str, epochs: int):
@@ -67,6 +69,48 @@ def save_state(score: MarkovScore, path) -> None:
     write_with(path, lambda f: torch.save(state, f))
 
 
+def make_parts(cfg: Config, device: torch.device) -> tuple[MarkovScore, torch.optim.Optimizer,
+                                                            torch.optim.lr_scheduler.LambdaLR]:
+    """A fresh score network, its optimizer and learning-rate schedule."""
+    score = make_score(to_dict(cfg)).to(device)
+    optimizer = build_optimizer(cfg, score.parameters())
+    return score, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg.scheduler, cfg.epochs))
+
+
+def restore(state: dict[str, Any], score: MarkovScore, optimizer: torch.optim.Optimizer,
+            scheduler: torch.optim.lr_scheduler.LambdaLR, windows_rng: torch.Generator, torch_rng: torch.Generator) -> None:
+    """Put a checkpoint into the loop's objects; raises on a state of another config."""
+    load_model_state(score, state["score"])
+    load_optimizer_state(optimizer, state["optimizer"])
+    saved, own = state["scheduler"], scheduler.state_dict().keys()
+    # LambdaLR.load_state_dict copies every key into the scheduler's attributes: only its own may come in
+    if (not isinstance(saved, dict) or not saved.keys() <= own or not {"last_epoch", "base_lrs", "lr_lambdas"} <= saved.keys()
+            or saved["lr_lambdas"] != [None] or saved["last_epoch"] != state["epoch"] or not isinstance(saved["base_lrs"], list)
+            or len(saved["base_lrs"]) != len(optimizer.param_groups)
+            or not all(isinstance(v, float) for v in saved["base_lrs"])):
+        raise ValueError("scheduler is not this trainer's LambdaLR state at the checkpoint's epoch")
+    scheduler.load_state_dict(saved)
+    torch_rng.set_state(state["rng"])
+    windows_rng.set_state(state["windows_rng"])
+
+
+def load_checkpoint(path: Path, cfg: Config) -> dict[str, Any]:
+    """A ckpts/ckpt_{epoch}_rank0.pt, checked by restoring it into throwaway objects of `cfg` (the run
+    layer calls this before it touches the run, and hands the state to train() as `run.resume_state`)."""
+    state = torch_load(path)
+    if not isinstance(state, dict) or not set(RESUME_KEYS) <= state.keys():
+        raise ValueError("not a kolmogorov checkpoint (expected " + ", ".join(RESUME_KEYS) + ")")
+    epoch, best, cuda_rng = state["epoch"], state["best"], state["cuda_rng"]
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+        raise ValueError(f"epoch must be an integer >= 0, got {epoch!r}")
+    if not isinstance(best, float) or math.isnan(best):
+        raise ValueError(f"best must be a number (inf before the first validation), got {best!r}")
+    if cuda_rng is not None and not (isinstance(cuda_rng, torch.Tensor) and cuda_rng.dtype == torch.uint8):
+        raise ValueError("cuda_rng must be a byte tensor or null")
+    restore(state, *make_parts(cfg, torch.device("cpu")), torch.Generator(), torch.Generator())
+    return state
+
+
 def train(cfg: Config, run: Run) -> None:
     if cfg.array > 1:
         from .array import launch
@@ -82,10 +126,8 @@ def train(cfg: Config, run: Run) -> None:
     trainset = load_split(cfg.data / "train.h5")
     validset = load_split(cfg.data / "valid.h5")
     size = trainset.shape[-1]
-    score = make_score(config).to(device)
+    score, optimizer, scheduler = make_parts(cfg, device)
     sde = VPSDE(score.kernel, shape=(cfg.window * 2, size, size))
-    optimizer = build_optimizer(cfg, score.parameters())
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg.scheduler, cfg.epochs))
     windows_rng = torch.Generator().manual_seed(cfg.seed)
     valid_windows = random_windows(validset, cfg.window, torch.Generator().manual_seed(cfg.seed + 1))
     best = math.inf
@@ -93,23 +135,29 @@ def train(cfg: Config, run: Run) -> None:
               f"{trainset.shape[1]} states at {size}x{size}; score network "
               f"{sum(p.numel() for p in score.parameters()):,} parameters on {device}")
 
-    if run.resume_checkpoint is not None:
-        ckpt = torch.load(run.resume_checkpoint.path, map_location=device, weights_only=False)
-        score.load_state_dict(ckpt["score"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        torch.set_rng_state(ckpt["rng"])
-        windows_rng.set_state(ckpt["windows_rng"])
-        if device.type == "cuda" and ckpt.get("cuda_rng") is not None:
+    if run.resume_state is not None:
+        ckpt = run.resume_state
+        restore(ckpt, score, optimizer, scheduler, windows_rng, torch.default_generator)
+        if device.type == "cuda" and ckpt["cuda_rng"] is not None:
             torch.cuda.set_rng_state(ckpt["cuda_rng"])
         best = ckpt["best"]
 
     def state(epoch: int) -> dict[str, Any]:
-        return {"epoch": epoch, "config": config, "best": best,
-                "score": {k: v.detach().cpu().clone() for k, v in score.state_dict().items()},
-                "optimizer": copy.deepcopy(optimizer.state_dict()), "scheduler": scheduler.state_dict(),
-                "rng": torch.get_rng_state(), "windows_rng": windows_rng.get_state(),
-                "cuda_rng": torch.cuda.get_rng_state() if device.type == "cuda" else None}
+        return cpu_state({"epoch": epoch, "config": config, "best": best, "score": score.state_dict(),
+                          "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                          "rng": torch.get_rng_state(), "windows_rng": windows_rng.get_state(),
+                          "cuda_rng": torch.cuda.get_rng_state() if device.type == "cuda" else None})
+
+    def validate_now() -> None:
+        """loss_valid and the statistics snapshot: on schedule, on a validate command, and while paused
+        (the run layer calls it from `poll`); the epoch's train.jsonl line then carries loss_valid."""
+        nonlocal best
+        score.eval()
+        with run.validating():
+            metrics["loss_valid"] = validate(sde, valid_windows, cfg, device)
+        best = min(best, metrics["loss_valid"])
+        run.snapshot(epoch, {"epoch": epoch, "loss_train": metrics["loss_train"], "loss_valid": metrics["loss_valid"],
+                             "best_loss_valid": best, "learning_rate_value": lr})
 
     tracker = Tracker(cfg.wandb, run, config, resuming=run.resume_checkpoint is not None)
     batches = math.ceil(len(trainset) / cfg.batch_size)
@@ -132,17 +180,11 @@ def train(cfg: Config, run: Run) -> None:
             lr = optimizer.param_groups[0]["lr"]
             scheduler.step()
             metrics: dict[str, Any] = {"loss_train": sum(losses) / len(losses), "lr": lr}
-            ctl = run.poll(epoch, epoch=epoch, epoch_step=batches, epoch_step_total=batches)
+            ctl = run.poll(epoch, epoch=epoch, epoch_step=batches, epoch_step_total=batches, on_validate=validate_now)
 
             # validation, with a statistics snapshot after each
             if ctl.validate or epoch % cfg.valid_every == 0 or epoch == cfg.epochs:
-                score.eval()
-                with run.validating():
-                    metrics["loss_valid"] = validate(sde, valid_windows, cfg, device)
-                best = min(best, metrics["loss_valid"])
-                run.snapshot(epoch, {"epoch": epoch, "loss_train": metrics["loss_train"],
-                                     "loss_valid": metrics["loss_valid"], "best_loss_valid": best,
-                                     "learning_rate_value": lr})
+                validate_now()
             run.log(epoch, metrics)
             tracker.log(epoch, metrics)
 

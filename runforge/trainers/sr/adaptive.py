@@ -244,6 +244,9 @@ class AdaptiveSystem:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a `state_dict()`; one of other loss terms or with values of the wrong type is a
+        ValueError, raised before anything changes."""
+        check_state(state, tuple(self.weights))
         self.weights.update(state["weights"])
         for name, values in state["histories"].items():
             if name in self.histories:
@@ -259,3 +262,42 @@ class AdaptiveSystem:
         self.boost_remaining = state["boost_remaining"]
         self.cooldown_remaining = state["cooldown_remaining"]
         self.boost_count = state["boost_count"]
+
+
+COUNTERS = ("step", "plateau_counter", "boost_remaining", "cooldown_remaining", "boost_count")
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _numbers(values: Any) -> bool:
+    return isinstance(values, list) and all(_number(v) for v in values)
+
+
+def check_state(state: Any, terms: tuple[str, ...]) -> None:
+    """A ValueError naming the first field of `state` that `AdaptiveSystem.load_state_dict` could not use."""
+    if not isinstance(state, dict):
+        raise ValueError(f"adaptive state is a {type(state).__name__}, not a dict")
+    missing = [k for k in ("weights", "histories", "trends", "grad_norms", "clip_value", "best_quality", *COUNTERS)
+               if k not in state]
+    if missing:
+        raise ValueError(f"adaptive state lacks {', '.join(missing)}")
+    weights = state["weights"]
+    if not isinstance(weights, dict) or set(weights) != set(terms) or not all(map(_number, weights.values())):
+        raise ValueError(f"adaptive weights must be numbers for exactly the terms {', '.join(terms)}, got "
+                         f"{sorted(weights) if isinstance(weights, dict) else type(weights).__name__} "
+                         "(--perceptual_weights added or dropped?)")
+    histories, trends = state["histories"], state["trends"]
+    if not isinstance(histories, dict) or not all(_numbers(v) for v in histories.values()):
+        raise ValueError("adaptive histories must map each term to a list of numbers")
+    if not isinstance(trends, dict) or not all(v is None or _number(v) for v in trends.values()):
+        raise ValueError("adaptive trends must map each term to a number or null")
+    if not _numbers(state["grad_norms"]) or not _number(state["clip_value"]):
+        raise ValueError("adaptive grad_norms must be a list of numbers and clip_value a number")
+    if state["best_quality"] is not None and not _number(state["best_quality"]):
+        raise ValueError("adaptive best_quality must be a number or null")
+    for key in COUNTERS:
+        value = state[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"adaptive {key} must be an integer >= 0, got {value!r}")

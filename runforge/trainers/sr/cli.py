@@ -2,6 +2,9 @@
 
     runforge upscale runs/crimson-cloud-4_6k7cjnx7 photo.png scan.jpg -o upscaled/
     runforge upscale runs/x/ckpts/last.pt photo.png            # any sr checkpoint, not only best.pt
+
+Everything is checked before the first result is written: the checkpoint, the device, the output
+folder and every image (decoded, with its size checked on the header first).
 """
 
 from __future__ import annotations
@@ -12,6 +15,20 @@ from typing import Any
 
 from ...errors import BadInputError
 
+DEFAULT_MAX_PIXELS = 4096 * 4096
+# With x2 or x4 results, inputs then stay under the trainer's own ceiling (MAX_IMAGE_PIXELS).
+LARGEST_MAX_PIXELS = 2**28
+
+
+def pixel_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not 1 <= value <= LARGEST_MAX_PIXELS:
+        raise argparse.ArgumentTypeError(f"must be between 1 and {LARGEST_MAX_PIXELS}, got {value}")
+    return value
+
 
 def register(commands: Any, data: Any) -> None:
     upscale = commands.add_parser("upscale", help="upscale images with a trained sr model (best.pt of a run)")
@@ -20,6 +37,10 @@ def register(commands: Any, data: Any) -> None:
     upscale.add_argument("-o", "--output", default=".", metavar="DIR",
                          help="folder for the results, named {stem}_x{scale}.png (default: .)")
     upscale.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where to run the model")
+    upscale.add_argument("--max_pixels", type=pixel_count, default=DEFAULT_MAX_PIXELS, metavar="N",
+                         help=f"largest result in pixels; a bigger one is refused before its input is decoded "
+                              f"(default {DEFAULT_MAX_PIXELS} = 4096x4096, at most {LARGEST_MAX_PIXELS}; the whole "
+                              "image goes through the model at once)")
     upscale.set_defaults(handler=cmd_upscale)
 
 
@@ -28,9 +49,11 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     from PIL import Image
 
     from ...run._atomic import write_with
+    from ...run.naming import make_dir
+    from ..common import check_output, pick_device, torch_load
     from .config import BEST_CHECKPOINT, CHECKPOINT_DIR
     from .data import load_image
-    from .model import SRNet
+    from .model import model_from_checkpoint
 
     path = Path(args.model)
     if path.is_dir():
@@ -38,25 +61,31 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     if not path.is_file():
         raise BadInputError(path, "no such sr checkpoint")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        config = state["config"]
-        model = SRNet(config["scale"], config["channels"], config["blocks"])
-        model.load_state_dict(state["model"])
-    except Exception as exc:  # unpickling, missing keys, foreign shapes: one answer
-        raise BadInputError(path, f"is not an sr checkpoint ({type(exc).__name__}: {exc})") from None
-    use_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
-    if use_cuda and not torch.cuda.is_available():
-        raise BadInputError(None, "--device cuda: no CUDA device is available")
-    device = torch.device("cuda" if use_cuda else "cpu")
+        model = model_from_checkpoint(torch_load(path))
+    except ValueError as exc:  # unloadable, foreign keys or shapes: one answer
+        raise BadInputError(path, f"is not an sr checkpoint ({exc})") from None
+    device = pick_device(args.device)
     model.to(device).eval()
+
     out_dir = Path(args.output)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    inputs = [(Path(name), load_image(Path(name), 1)) for name in args.images]  # every file checked before any work
+    sources = [Path(name) for name in args.images]
+    targets: dict[Path, Path] = {}
+    for source in sources:
+        target = out_dir / f"{source.stem}_x{model.scale}.png"
+        if target in targets.values():
+            other = next(s for s, t in targets.items() if t == target)
+            raise BadInputError(source, f"would write {target}, as {other} does; give the inputs distinct names")
+        targets[source] = target
+    check_output(out_dir, [t.name for t in targets.values()], "-o")
+    limit = f"--max_pixels {args.max_pixels} for the x{model.scale} result"
+    inputs = [(source, load_image(source, 1, args.max_pixels // model.scale**2, limit)) for source in sources]
+
+    make_dir(out_dir)
     for source, pixels in inputs:
         with torch.no_grad():
             lr = pixels.float().div(255).unsqueeze(0).to(device)
             sr = model(lr).clamp(0, 1)[0].mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
-        target = out_dir / f"{source.stem}_x{model.scale}.png"
+        target = targets[source]
         write_with(target, lambda f: Image.fromarray(sr).save(f, format="PNG"))
         print(f"{source} ({pixels.shape[2]}x{pixels.shape[1]}) -> {target} ({sr.shape[1]}x{sr.shape[0]})")
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -15,80 +16,93 @@ LAST_CHECKPOINT = "last.pt"
 BEST_CHECKPOINT = "best.pt"
 
 
+MAX_STEPS = 10**9
+
+
 @dataclass
 class Config:
     # --- data
     data_root: Optional[Path] = option(None, "HR images in DIR/train and DIR/val (or one folder, split 90/10); none: the bundled procedural textures")
     scale: Literal[2, 4] = option(4, "upscaling factor; LR inputs are bicubic downsamples of the HR images")
-    patch_size: int = option(128, "HR training patch size in pixels (a multiple of --scale)")
-    batch_size: int = option(16, "patches per step")
-    blur: float = option(0.0, "largest Gaussian blur sigma (HR pixels) applied before downsampling; each patch draws one in [0, blur]")
-    noise: float = option(0.0, "largest std of Gaussian noise added to the LR input (0..1 units); each patch draws one in [0, noise]")
-    val_crop: int = option(192, "HR size of the fixed validation crops (a multiple of --scale)")
-    val_crops: int = option(32, "number of fixed validation crops, taken in turn from the val images")
+    patch_size: int = option(128, "HR training patch size in pixels (a multiple of --scale)", ge=8, le=1024)
+    batch_size: int = option(16, "patches per step", ge=1, le=1024)
+    blur: float = option(0.0, "largest Gaussian blur sigma (HR pixels) applied before downsampling; each patch draws one in [0, blur]", ge=0, le=10)
+    noise: float = option(0.0, "largest std of Gaussian noise added to the LR input (0..1 units); each patch draws one in [0, noise]", ge=0, le=1)
+    # SSIM's 11-pixel window needs crops of at least that size
+    val_crop: int = option(192, "HR size of the fixed validation crops (a multiple of --scale)", ge=16, le=2048)
+    val_crops: int = option(32, "number of fixed validation crops, taken in turn from the val images", ge=1, le=4096)
     # --- model
-    channels: int = option(64, "feature channels of the residual CNN")
-    blocks: int = option(16, "residual blocks (Forward_Block_01 ...)")
+    channels: int = option(64, "feature channels of the residual CNN", ge=1, le=512)
+    blocks: int = option(16, "residual blocks (Forward_Block_01 ...)", ge=1, le=256)
     # --- optimisation
-    steps: int = option(100000, "training steps")
-    lr: float = option(2e-4, "peak Adam learning rate")
-    min_lr: float = option(1e-6, "learning rate at the end of the cosine phase")
-    warmup_steps: int = option(1000, "linear LR warmup steps (adaptive mode Warmup)")
-    grad_clip: float = option(1.0, "gradient-norm clip: the fixed value, or the start value of adaptive clipping (0: off)")
+    steps: int = option(100000, "training steps", ge=1, le=MAX_STEPS)
+    lr: float = option(2e-4, "peak Adam learning rate", gt=0, le=1)
+    min_lr: float = option(1e-6, "learning rate at the end of the cosine phase (at most --lr)", ge=0, le=1)
+    warmup_steps: int = option(1000, "linear LR warmup steps (adaptive mode Warmup)", ge=0, le=MAX_STEPS)
+    grad_clip: float = option(1.0, "gradient-norm clip: the fixed value, or the start value of adaptive clipping (0: off)", ge=0, le=1000)
     # --- losses (start weights; the adaptive system moves them)
-    weight_l1: float = option(0.6, "start weight of the L1 loss")
-    weight_ms: float = option(0.2, "start weight of the multi-scale L1 loss")
-    weight_gradient: float = option(0.2, "start weight of the Sobel gradient loss")
-    weight_perceptual: float = option(0.1, "start weight of the perceptual loss (used only with --perceptual_weights)")
+    weight_l1: float = option(0.6, "start weight of the L1 loss", ge=0, le=100)
+    weight_ms: float = option(0.2, "start weight of the multi-scale L1 loss", ge=0, le=100)
+    weight_gradient: float = option(0.2, "start weight of the Sobel gradient loss", ge=0, le=100)
+    weight_perceptual: float = option(0.1, "start weight of the perceptual loss (used only with --perceptual_weights)", ge=0, le=100)
     perceptual_weights: Optional[Path] = option(None, "local torchvision-style VGG16/19 state dict (.pth) for the perceptual loss; none: the term is off")
     # --- adaptive system
     adaptive: bool = option(True, "rebalance loss weights, boost the LR on plateaus and adapt gradient clipping")
-    rebalance_every: int = option(100, "steps between loss-weight rebalancing")
-    trend_window: int = option(200, "recent steps each loss term's trend is measured over")
-    weight_bound: float = option(2.0, "each weight stays within [start / B, start * B]")
-    plateau_patience: int = option(2000, "steps without a better validation quality before mode Plateau")
-    boost_patience: int = option(4000, "steps without a better validation quality before an LR boost")
-    boost_factor: float = option(2.0, "LR multiplier during a boost")
-    boost_steps: int = option(500, "length of a boost in steps")
-    cooldown_steps: int = option(2000, "steps after a boost before another may fire")
+    rebalance_every: int = option(100, "steps between loss-weight rebalancing", ge=1, le=MAX_STEPS)
+    # a trend compares two halves of at least two values each
+    trend_window: int = option(200, "recent steps each loss term's trend is measured over", ge=4, le=10**6)
+    weight_bound: float = option(2.0, "each weight stays within [start / B, start * B]", ge=1, le=100)
+    plateau_patience: int = option(2000, "steps without a better validation quality before mode Plateau", ge=0, le=MAX_STEPS)
+    boost_patience: int = option(4000, "steps without a better validation quality before an LR boost", ge=0, le=MAX_STEPS)
+    boost_factor: float = option(2.0, "LR multiplier during a boost", ge=1, le=10)
+    boost_steps: int = option(500, "length of a boost in steps", ge=1, le=MAX_STEPS)
+    cooldown_steps: int = option(2000, "steps after a boost before another may fire", ge=0, le=MAX_STEPS)
     # --- schedule of outputs
-    val_every: int = option(500, "validate and write Statistik_{STEP}.json every N steps (and on a validate command)")
-    log_every: int = option(50, "write a train.jsonl line every N steps")
-    ckpt_every: int = option(500, "write ckpts/last.pt every N steps")
+    val_every: int = option(500, "validate and write Statistik_{STEP}.json every N steps (and on a validate command)", ge=1, le=MAX_STEPS)
+    log_every: int = option(50, "write a train.jsonl line every N steps", ge=1, le=MAX_STEPS)
+    ckpt_every: int = option(500, "write ckpts/last.pt every N steps", ge=1, le=MAX_STEPS)
     learn_dir: str = option("Learn", "folder for the Statistik_{STEP}.json snapshots: inside the run, or an absolute path (seed 002: DATA_ROOT/Learn)")
     # --- machine
     device: Literal["auto", "cpu", "cuda"] = option("auto", "where to train: auto picks cuda when present")
-    threads: int = option(0, "torch CPU threads (0: torch's default; 1 is as fast as 2 on a 2-core machine)")
-    seed: int = option(0, "random seed (initialisation, patches, degradation)")
+    threads: int = option(0, "torch CPU threads (0: torch's default; 1 is as fast as 2 on a 2-core machine)", ge=0, le=1024)
+    seed: int = option(0, "random seed (initialisation, patches, degradation)", ge=0, le=10**9)
 
     def check(self) -> None:
-        positive = ("patch_size", "batch_size", "val_crop", "val_crops", "channels", "blocks", "steps",
-                    "rebalance_every", "trend_window", "boost_steps", "val_every", "log_every", "ckpt_every")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ConfigError(None, f"--{name}: must be at least 1, got {getattr(self, name)}")
         for name in ("patch_size", "val_crop"):
             if getattr(self, name) % self.scale:
                 raise ConfigError(None, f"--{name}: {getattr(self, name)} is not a multiple of --scale {self.scale}")
         if self.patch_size // self.scale < 4:
             raise ConfigError(None, f"--patch_size: {self.patch_size} leaves LR patches under 4 pixels at --scale {self.scale}")
-        non_negative = ("blur", "noise", "min_lr", "warmup_steps", "grad_clip", "weight_l1", "weight_ms",
-                        "weight_gradient", "weight_perceptual", "plateau_patience", "boost_patience",
-                        "cooldown_steps", "threads")
-        for name in non_negative:
-            if getattr(self, name) < 0:
-                raise ConfigError(None, f"--{name}: must not be negative, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise ConfigError(None, f"--lr: must be positive, got {self.lr}")
+        if self.min_lr > self.lr:
+            raise ConfigError(None, f"--min_lr: {self.min_lr:g} is above --lr {self.lr:g}")
+        if self.blur > 0 and blur_radius(self.blur) >= min(self.patch_size, self.val_crop):
+            raise ConfigError(None, f"--blur: a sigma of {self.blur:g} needs a {blur_radius(self.blur)}-pixel border, "
+                                    f"which --patch_size {self.patch_size} / --val_crop {self.val_crop} cannot give")
         if self.weight_l1 + self.weight_ms + self.weight_gradient <= 0:
             raise ConfigError(None, "--weight_l1, --weight_ms, --weight_gradient: at least one must be positive")
-        if self.weight_bound < 1:
-            raise ConfigError(None, f"--weight_bound: must be at least 1, got {self.weight_bound}")
-        if self.boost_factor < 1:
-            raise ConfigError(None, f"--boost_factor: must be at least 1, got {self.boost_factor}")
         learn = Path(self.learn_dir)
         if not self.learn_dir.strip() or (not learn.is_absolute() and ".." in learn.parts):
             raise ConfigError(None, f"--learn_dir: {self.learn_dir!r} must be a folder inside the run or an absolute path")
+
+
+def blur_radius(sigma: float) -> int:
+    """The Gaussian blur's kernel radius (3 sigma); reflect padding needs it below the image size."""
+    return max(1, math.ceil(3 * sigma))
+
+
+def check_inputs(cfg: Config) -> None:
+    """What a training reads, checked before the run directory exists: the device, every image (decoded
+    here; train() gets the same tensors back), the VGG weights, an absolute --learn_dir."""
+    from ..common import check_output, pick_device
+    from .data import load_split
+    from .losses import load_vgg_features
+
+    pick_device(cfg.device)
+    load_split(cfg.data_root, cfg.patch_size, cfg.val_crop)
+    if cfg.perceptual_weights is not None:
+        load_vgg_features(cfg.perceptual_weights)
+    if Path(cfg.learn_dir).is_absolute():
+        check_output(cfg.learn_dir, flag="--learn_dir")
 
 
 _CPU = Config(

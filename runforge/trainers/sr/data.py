@@ -12,6 +12,7 @@ edges are anti-aliased like a photo's. It is generated once and cached in `cache
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import random
@@ -25,11 +26,15 @@ import torch
 import torch.nn.functional as F
 
 from ...errors import BadInputError
+from ..common import open_image
+from .config import blur_radius
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+# Every image is held in memory as uint8; the header is checked against this before decoding.
+MAX_IMAGE_PIXELS = 2**26
 BUNDLED_NAME = "sr_textures_v1"
 BUNDLED_TRAIN, BUNDLED_VAL, BUNDLED_SIZE = 48, 8, 256
 
@@ -46,18 +51,18 @@ def cache_dir() -> Path:
 
 
 def list_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-
-
-def load_image(path: Path, min_size: int) -> torch.Tensor:
-    """An RGB image as uint8 (3, H, W); unreadable or smaller than `min_size` is a BadInputError."""
-    from PIL import Image, UnidentifiedImageError
-
+    """The PNG/JPEG files of a folder by name; hidden ones (`.name`, e.g. macOS `._name` metadata) are skipped."""
     try:
-        with Image.open(path) as image:
-            rgb = np.asarray(image.convert("RGB"))
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise BadInputError(path, f"cannot be read as an image ({exc})") from None
+        entries = sorted(folder.iterdir())
+    except OSError as exc:
+        raise BadInputError(folder, f"cannot be listed ({exc.strerror or exc})") from None
+    return [p for p in entries if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")]
+
+
+def load_image(path: Path, min_size: int, max_pixels: int = MAX_IMAGE_PIXELS,
+               limit: str = "sr's ceiling for one image, MAX_IMAGE_PIXELS in runforge/trainers/sr/data.py") -> torch.Tensor:
+    """An RGB image as uint8 (3, H, W); unreadable, over `max_pixels` or smaller than `min_size` is a BadInputError."""
+    rgb = np.asarray(open_image(path, max_pixels, limit, "RGB"))
     height, width = rgb.shape[:2]
     if min(height, width) < min_size:
         raise BadInputError(path, f"is {width}x{height} pixels; HR images must be at least {min_size}x{min_size} "
@@ -68,7 +73,8 @@ def load_image(path: Path, min_size: int) -> torch.Tensor:
 def split_paths(root: Path) -> tuple[list[Path], list[Path]]:
     """`root/train` and `root/val`, or one folder split 90/10 (every 10th image by name goes to val)."""
     if not root.is_dir():
-        raise BadInputError(root, "no such data directory (--data_root)")
+        problem = "is not a directory" if root.exists() else "no such data directory"
+        raise BadInputError(root, f"{problem} (--data_root)")
     train_dir, val_dir = root / "train", root / "val"
     if train_dir.is_dir() or val_dir.is_dir():
         for folder in (train_dir, val_dir):
@@ -91,9 +97,22 @@ def load_split(data_root: Path | None, min_train: int, min_val: int) -> tuple[li
     """Decoded train and val images (uint8, (3, H, W)) and the folder they came from."""
     root = Path(data_root) if data_root is not None else bundled_dataset()
     train_paths, val_paths = split_paths(root)
-    train = [load_image(p, min_train) for p in train_paths]
-    val = [load_image(p, min_val) for p in val_paths]
-    return train, val, root
+    train, val = _decode(tuple(map(_stamp, train_paths)), tuple(map(_stamp, val_paths)), min_train, min_val)
+    return list(train), list(val), root
+
+
+def _stamp(path: Path) -> tuple[str, int, int]:
+    stat = path.stat()
+    return str(path), stat.st_mtime_ns, stat.st_size
+
+
+@functools.lru_cache(maxsize=1)
+def _decode(train: tuple[tuple[str, int, int], ...], val: tuple[tuple[str, int, int], ...], min_train: int,
+            min_val: int) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+    # check_inputs decodes every image before the run directory exists; train() asks again in the
+    # same process and gets these tensors instead of decoding the data set a second time.
+    return (tuple(load_image(Path(name), min_train) for name, *_ in train),
+            tuple(load_image(Path(name), min_val) for name, *_ in val))
 
 
 # ---------------------------------------------------------------------- the bundled texture set
@@ -104,13 +123,18 @@ def bundled_dataset(cache: Path | None = None) -> Path:
     target = (cache or cache_dir()) / BUNDLED_NAME
     if (target / "val").is_dir():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
     building = target.parent / f".{BUNDLED_NAME}.{os.getpid()}.tmp"
-    shutil.rmtree(building, ignore_errors=True)
-    for split, count, offset in (("train", BUNDLED_TRAIN, 0), ("val", BUNDLED_VAL, 10_000)):
-        (building / split).mkdir(parents=True)
-        for i in range(count):
-            texture(BUNDLED_SIZE, seed=offset + i).save(building / split / f"texture_{i:03d}.png")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(building, ignore_errors=True)
+        for split, count, offset in (("train", BUNDLED_TRAIN, 0), ("val", BUNDLED_VAL, 10_000)):
+            (building / split).mkdir(parents=True)
+            for i in range(count):
+                texture(BUNDLED_SIZE, seed=offset + i).save(building / split / f"texture_{i:03d}.png")
+    except OSError as exc:
+        shutil.rmtree(building, ignore_errors=True)
+        raise BadInputError(target.parent, f"cannot hold the bundled textures ({exc.strerror or exc}); "
+                                           "set RUNFORGE_CACHE to a writable folder") from None
     try:
         os.rename(building, target)
     except OSError:
@@ -253,7 +277,7 @@ def degrade(hr: torch.Tensor, scale: int, blur: float, noise: float, generator: 
     b = hr.shape[0]
     if blur > 0:
         sigmas = torch.full((b,), blur / 2) if fixed else torch.rand(b, generator=generator) * blur
-        radius = max(1, math.ceil(3 * blur))
+        radius = blur_radius(blur)
         kernels = gaussian_kernels(sigmas, radius).repeat_interleave(3, dim=0)  # (B*3, 1, K, K)
         padded = F.pad(hr.reshape(1, b * 3, *hr.shape[2:]), (radius,) * 4, mode="reflect")
         hr = F.conv2d(padded, kernels, groups=b * 3).reshape(hr.shape)

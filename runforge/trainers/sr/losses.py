@@ -10,13 +10,16 @@ torchvision-style VGG16/VGG19 state dict (`features.0.weight`, ...), e.g. `vgg19
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ...errors import BadInputError
+from ..common import load_torch_file
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -93,22 +96,37 @@ class VGGFeatures(nn.Module):
 def load_vgg_features(path: Path) -> VGGFeatures:
     """VGG features from a local state dict; a missing or foreign file is a BadInputError naming it."""
     path = Path(path)
-    if not path.is_file():
-        raise BadInputError(path, "no such file (--perceptual_weights: a local VGG16/19 state dict; nothing is downloaded)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a file that is not a checkpoint
-        raise BadInputError(path, f"cannot be loaded as a torch state dict ({type(exc).__name__}: {exc})") from None
+    state = load_torch_file(path, "a torch state dict (--perceptual_weights: a local VGG16/19 file)")
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
-    if not isinstance(state, dict) or not any(k.startswith("features.") and k.endswith(".weight") for k in state):
+    if not isinstance(state, dict) or not all(isinstance(k, str) for k in state) or not any(
+            k.startswith("features.") and k.endswith(".weight") for k in state):
         raise BadInputError(path, "holds no 'features.N.weight' tensors; expected a torchvision-style VGG16/19 state dict")
     if any("running_mean" in k for k in state):
         raise BadInputError(path, "is a VGG with batch norm; use the plain VGG16/19 weights")
-    weights = [v for k, v in state.items() if k.startswith("features.") and k.endswith(".weight")]
-    if any(not isinstance(w, torch.Tensor) or w.dim() != 4 for w in weights) or weights[0].shape[1] != 3:
-        raise BadInputError(path, "its 'features' are not a stack of 2D convolutions over RGB")
+    problem = _vgg_problem(state)
+    if problem:
+        raise BadInputError(path, f"its 'features' are not a stack of 2D convolutions over RGB: {problem}")
     return VGGFeatures(state)
+
+
+def _vgg_problem(state: dict[str, Any]) -> str | None:
+    """What VGGFeatures could not build or run from `state`, or None."""
+    pattern = re.compile(r"features\.(\d+)\.weight")
+    indices = sorted(int(m.group(1)) for k in state if (m := pattern.fullmatch(k)))
+    channels = 3
+    for index in indices:
+        weight, bias = state[f"features.{index}.weight"], state.get(f"features.{index}.bias")
+        if not isinstance(weight, torch.Tensor) or weight.dim() != 4 or not weight.is_floating_point():
+            return f"features.{index}.weight is not a 4-d float tensor"
+        out, inputs, height, width = weight.shape
+        if inputs != channels or height != width or height % 2 == 0:
+            return (f"features.{index}.weight has shape {tuple(weight.shape)}; expected ({out}, {channels}, k, k) "
+                    "with an odd k")
+        if not isinstance(bias, torch.Tensor) or bias.shape != (out,):
+            return f"features.{index}.bias is missing or not of shape ({out},)"
+        channels = out
+    return None
 
 
 def perceptual_loss(features: VGGFeatures, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:

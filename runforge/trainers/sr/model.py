@@ -12,11 +12,16 @@ map (`layer_activity`) reports.
 from __future__ import annotations
 
 import math
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ...config import build
+from ...errors import ConfigError
+from ..common import load_model_state
+from .config import Config
 
 
 class ResidualBlock(nn.Module):
@@ -66,6 +71,20 @@ class SRNet(nn.Module):
         yield from self.body.items()
         yield "Final_Fusion", self.fusion
         yield "Upsampler", self.upsampler
+
+
+def model_from_checkpoint(state: Any) -> SRNet:
+    """The SRNet of an sr checkpoint (best.pt or last.pt), rebuilt from the config it holds; ValueError when
+    the state is no such checkpoint."""
+    if not isinstance(state, dict) or not isinstance(state.get("config"), dict) or "model" not in state:
+        raise ValueError("expected the config and model of an sr checkpoint")
+    try:
+        cfg = build(Config, None, state["config"], source="its config key ")
+    except ConfigError as exc:
+        raise ValueError(exc.problem) from None
+    model = SRNet(cfg.scale, cfg.channels, cfg.blocks)
+    load_model_state(model, state["model"])
+    return model
 
 
 @torch.no_grad()

@@ -9,17 +9,17 @@ and at the end; `--resume` continues from it.
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from ...config import to_dict
-from ...errors import BadInputError, ConfigError
 from ...run import Run
 from ...run._atomic import write_with
+from ..common import cpu_state, load_model_state, load_optimizer_state, pick_device, torch_load
 from .adaptive import AdaptiveSettings, AdaptiveSystem
 from .config import BEST_CHECKPOINT, CHECKPOINT_DIR, Config
 from .data import PatchSampler, degrade, load_split, upscale_bicubic, val_crops
@@ -28,6 +28,7 @@ from .model import SRNet, layer_activity
 
 LOSS_NAMES = ("l1", "ms", "gradient", "perceptual")  # every term a snapshot lists, enabled or not
 VAL_BATCH = 8
+RESUME_KEYS = ("step", "model", "optimizer", "adaptive", "best_quality", "loss_sums", "loss_steps", "rng", "config")
 
 
 @dataclass
@@ -114,30 +115,55 @@ def adam_momentum_avg(optimizer: torch.optim.Optimizer) -> float | None:
     return total / count if count else None
 
 
-def to_cpu(obj: Any) -> Any:
-    """A deep copy with every tensor cloned to the CPU: checkpoint state the loop cannot change later."""
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().to("cpu", copy=True)
-    if isinstance(obj, dict):
-        return {k: to_cpu(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(to_cpu(v) for v in obj)
-    return copy.deepcopy(obj)
+def start_weights(cfg: Config) -> dict[str, float]:
+    """The loss terms this config trains, with their start weights (perceptual only with VGG weights)."""
+    weights = {"l1": cfg.weight_l1, "ms": cfg.weight_ms, "gradient": cfg.weight_gradient}
+    if cfg.perceptual_weights is not None:
+        weights["perceptual"] = cfg.weight_perceptual
+    return weights
 
 
-def pick_device(cfg: Config) -> torch.device:
-    if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise ConfigError(None, "--device cuda: no CUDA device is available")
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
+def make_parts(cfg: Config, device: torch.device) -> tuple[SRNet, torch.optim.Adam, AdaptiveSystem]:
+    """A fresh model, its optimizer and the adaptive system."""
+    model = SRNet(cfg.scale, cfg.channels, cfg.blocks).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
+    return model, optimizer, AdaptiveSystem(start_weights(cfg), adaptive_settings(cfg), enabled=cfg.adaptive)
+
+
+def restore(state: dict[str, Any], model: SRNet, optimizer: torch.optim.Optimizer, adaptive: AdaptiveSystem,
+            data_rng: torch.Generator, torch_rng: torch.Generator) -> None:
+    """Put a last.pt state into the loop's objects; raises on a state of another config."""
+    load_model_state(model, state["model"])
+    load_optimizer_state(optimizer, state["optimizer"])
+    adaptive.load_state_dict(state["adaptive"])
+    data_rng.set_state(state["rng"]["data"])
+    torch_rng.set_state(state["rng"]["torch"])
+
+
+def load_checkpoint(path: Path, cfg: Config) -> dict[str, Any]:
+    """ckpts/last.pt, checked by restoring it into throwaway objects of `cfg` (the run layer calls this
+    before it touches the run, and hands the state to train() as `run.resume_state`)."""
+    state = torch_load(path)
+    if not isinstance(state, dict) or not set(RESUME_KEYS) <= state.keys():
+        raise ValueError("not a resumable sr checkpoint (expected " + ", ".join(RESUME_KEYS) + ")")
+    if not isinstance(state["rng"], dict) or not {"data", "torch"} <= state["rng"].keys():
+        raise ValueError("rng must hold the data and torch generator states")
+    sums, count, best = state["loss_sums"], state["loss_steps"], state["best_quality"]
+    if not isinstance(sums, dict) or not all(isinstance(k, str) and isinstance(v, float) for k, v in sums.items()):
+        raise ValueError("loss_sums must map loss names to numbers")
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        raise ValueError(f"loss_steps must be an integer >= 0, got {count!r}")
+    if best is not None and not isinstance(best, float):
+        raise ValueError(f"best_quality must be a number or null, got {best!r}")
+    restore(state, *make_parts(cfg, torch.device("cpu")), torch.Generator(), torch.Generator())
+    return state
 
 
 def train(cfg: Config, run: Run) -> None:
     # --- setup
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = pick_device(cfg)
+    device = pick_device(cfg.device)
     torch.backends.cudnn.benchmark = device.type == "cuda"
     torch.manual_seed(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)  # patches and degradation, resumable
@@ -149,46 +175,65 @@ def train(cfg: Config, run: Run) -> None:
     val = make_val_set(val_images, cfg)
     steps_per_epoch = sampler.steps_per_epoch(cfg.batch_size)
 
-    model = SRNet(cfg.scale, cfg.channels, cfg.blocks).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
+    model, optimizer, adaptive = make_parts(cfg, device)
     perceptual: VGGFeatures | None = None
     if cfg.perceptual_weights is not None:
         perceptual = load_vgg_features(cfg.perceptual_weights).to(device)
     else:
         run.event("perceptual loss off: no --perceptual_weights given, its weight is 0", console=True)
     terms = LossTerms(perceptual)
-    start_weights = {"l1": cfg.weight_l1, "ms": cfg.weight_ms, "gradient": cfg.weight_gradient}
-    if perceptual is not None:
-        start_weights["perceptual"] = cfg.weight_perceptual
-    adaptive = AdaptiveSystem(start_weights, adaptive_settings(cfg), enabled=cfg.adaptive)
     best_quality: float | None = None
     loss_sums: dict[str, float] = {}  # training losses since the last snapshot, for its *_loss_value
     loss_steps = 0
 
-    if run.resume_checkpoint is not None:
-        path = run.resume_checkpoint.path
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            adaptive.load_state_dict(state["adaptive"])
-            generator.set_state(state["rng"]["data"])
-            torch.set_rng_state(state["rng"]["torch"])
-            best_quality, loss_sums, loss_steps = state["best_quality"], state["loss_sums"], state["loss_steps"]
-        except Exception as exc:  # unpickling, missing keys, shapes of another config: all one answer
-            raise BadInputError(path, f"is not a resumable sr checkpoint of this config ({type(exc).__name__}: {exc})") from None
-        if state["step"] != run.start_step:
-            # The index lists last.pt once per save; resuming from the file may pick an older entry.
-            raise BadInputError(path, f"holds step {state['step']}, but the run resumes at step {run.start_step}; "
-                                      f"resume with the run directory instead (--out {run.dir} --resume)")
+    if run.resume_state is not None:
+        state = run.resume_state
+        restore(state, model, optimizer, adaptive, generator, torch.default_generator)
+        best_quality, loss_sums, loss_steps = state["best_quality"], state["loss_sums"], state["loss_steps"]
 
     def training_state(step: int) -> dict[str, Any]:
-        return to_cpu({
+        return cpu_state({
             "step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "adaptive": adaptive.state_dict(), "best_quality": best_quality, "loss_sums": loss_sums,
             "loss_steps": loss_steps, "rng": {"data": generator.get_state(), "torch": torch.get_rng_state()},
             "config": to_dict(cfg),
         })
+
+    def validate_now() -> None:
+        """Quality on the val crops, best.pt, the statistics snapshot: on schedule, on a validate command,
+        and while paused (the run layer calls it from `poll`)."""
+        nonlocal best_quality, loss_sums, loss_steps
+        with run.validating():
+            metrics = evaluate(model, terms, adaptive.weights, val, cfg.scale, device)
+        improved = adaptive.observe_quality(step, metrics["quality_ki_value"])
+        if best_quality is None or metrics["quality_ki_value"] > best_quality:
+            best_quality = metrics["quality_ki_value"]
+            best = cpu_state({"step": step, "model": model.state_dict(), "quality": best_quality,
+                           "psnr": metrics["psnr_ki_value"], "config": to_dict(cfg)})
+            write_with(run.dir / CHECKPOINT_DIR / BEST_CHECKPOINT, lambda f: torch.save(best, f))
+        sample = metrics.pop("sample")
+        run.image(step, "val_bicubic_model_hr", sample)
+        run.log(step, {"val": {"psnr": metrics["psnr_ki_value"], "psnr_bicubic": metrics["psnr_lr_value"],
+                               "ssim": metrics["quality_ki_value"], "ssim_bicubic": metrics["quality_lr_value"],
+                               "loss": metrics["validation_loss_value"]}})
+        means = {k: v / max(1, loss_steps) for k, v in loss_sums.items()}
+        loss_sums, loss_steps = {}, 0
+        run.snapshot(step, {
+            "learning_rate_value": lr_now,
+            "lr_phase_name": phase,
+            "total_loss_value": means.get("total"),
+            **{f"{k}_loss_value": means.get(k) for k in LOSS_NAMES},
+            **adaptive.snapshot_fields(LOSS_NAMES),
+            "gradient_clip_val": adaptive.clip_value if cfg.grad_clip > 0 else None,
+            **metrics,
+            "best_quality_ever": best_quality,
+            "vram_usage_gb": round(torch.cuda.max_memory_allocated(device) / 2**30, 3) if device.type == "cuda" else 0.0,
+            "adam_momentum_avg": adam_momentum_avg(optimizer),
+        })
+        run.event(f"validation at step {step}: PSNR {metrics['psnr_ki_value']:.2f} dB (bicubic "
+                  f"{metrics['psnr_lr_value']:.2f}, {metrics['psnr_improvement_value']:+.2f}), SSIM "
+                  f"{metrics['quality_ki_value']:.4f} (bicubic {metrics['quality_lr_value']:.4f})"
+                  f"{', new best' if improved else ''}; mode {adaptive.mode}", console=True)
 
     # --- loop
     model.train()
@@ -233,41 +278,11 @@ def train(cfg: Config, run: Run) -> None:
             if device.type == "cuda":
                 run.set_status(vram_usage_gb=round(torch.cuda.max_memory_allocated(device) / 2**30, 3))
         ctl = run.poll(step, epoch=(step - 1) // steps_per_epoch + 1, epoch_step=(step - 1) % steps_per_epoch + 1,
-                       epoch_step_total=steps_per_epoch)
+                       epoch_step_total=steps_per_epoch, on_validate=validate_now)
 
         # --- validation, statistics snapshot, best.pt
         if ctl.validate or step % cfg.val_every == 0 or step == cfg.steps:
-            with run.validating():
-                metrics = evaluate(model, terms, adaptive.weights, val, cfg.scale, device)
-            improved = adaptive.observe_quality(step, metrics["quality_ki_value"])
-            if best_quality is None or metrics["quality_ki_value"] > best_quality:
-                best_quality = metrics["quality_ki_value"]
-                best = to_cpu({"step": step, "model": model.state_dict(), "quality": best_quality,
-                               "psnr": metrics["psnr_ki_value"], "config": to_dict(cfg)})
-                write_with(run.dir / CHECKPOINT_DIR / BEST_CHECKPOINT, lambda f: torch.save(best, f))
-            sample = metrics.pop("sample")
-            run.image(step, "val_bicubic_model_hr", sample)
-            run.log(step, {"val": {"psnr": metrics["psnr_ki_value"], "psnr_bicubic": metrics["psnr_lr_value"],
-                                   "ssim": metrics["quality_ki_value"], "ssim_bicubic": metrics["quality_lr_value"],
-                                   "loss": metrics["validation_loss_value"]}})
-            means = {k: v / max(1, loss_steps) for k, v in loss_sums.items()}
-            loss_sums, loss_steps = {}, 0
-            run.snapshot(step, {
-                "learning_rate_value": lr_now,
-                "lr_phase_name": phase,
-                "total_loss_value": means.get("total"),
-                **{f"{k}_loss_value": means.get(k) for k in LOSS_NAMES},
-                **adaptive.snapshot_fields(LOSS_NAMES),
-                "gradient_clip_val": adaptive.clip_value if cfg.grad_clip > 0 else None,
-                **metrics,
-                "best_quality_ever": best_quality,
-                "vram_usage_gb": round(torch.cuda.max_memory_allocated(device) / 2**30, 3) if device.type == "cuda" else 0.0,
-                "adam_momentum_avg": adam_momentum_avg(optimizer),
-            })
-            run.event(f"validation at step {step}: PSNR {metrics['psnr_ki_value']:.2f} dB (bicubic "
-                      f"{metrics['psnr_lr_value']:.2f}, {metrics['psnr_improvement_value']:+.2f}), SSIM "
-                      f"{metrics['quality_ki_value']:.4f} (bicubic {metrics['quality_lr_value']:.4f})"
-                      f"{', new best' if improved else ''}; mode {adaptive.mode}", console=True)
+            validate_now()
 
         # --- checkpoint, stop
         if ctl.save or ctl.stop or step % cfg.ckpt_every == 0 or step == cfg.steps:
