@@ -26,14 +26,38 @@ def _lines(run_dir):
     return [json.loads(line) for line in (run_dir / "train.jsonl").read_text().splitlines() if line.strip()]
 
 
+def _wait_until_logged_past(run_dir, step, proc, timeout=120):
+    """Block until train.jsonl holds a training line past `step` (the loop is running) or `proc` ends.
+
+    The random kill is armed only then, so a slow start (a loaded CI machine importing the package)
+    cannot turn every attempt into a kill before the first step. A line still being appended is skipped.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            text = (run_dir / "train.jsonl").read_text()
+        except FileNotFoundError:
+            text = ""
+        for line in text.splitlines():
+            try:
+                if "loss" in (entry := json.loads(line)) and entry["step"] > step:
+                    return
+            except json.JSONDecodeError:
+                continue
+        time.sleep(0.02)
+    assert proc.poll() is not None, f"no step past {step} logged within {timeout} s"
+
+
 def test_random_sigkills_then_resume_keep_every_step_exactly_once(tmp_dir):
     rng = random.Random(20261202)
     run_dir = tmp_dir / "toy"
     kills = 0
+    last_logged = 0
     for attempt in range(40):
         args = [PYTHON, *TRAIN, "--out", str(run_dir)] + (["--resume"] if attempt else [])
         proc = subprocess.Popen(args, cwd=tmp_dir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        time.sleep(rng.uniform(0.6, 1.6))  # past the import, somewhere in the loop
+        _wait_until_logged_past(run_dir, last_logged, proc)
+        time.sleep(rng.uniform(0.0, 0.8))  # somewhere in the loop, checkpoint writes included
         if proc.poll() is not None:
             _, stderr = proc.communicate()
             assert proc.returncode == 0, stderr
@@ -44,6 +68,7 @@ def test_random_sigkills_then_resume_keep_every_step_exactly_once(tmp_dir):
         index = json.loads((run_dir / "ckpts" / "index_rank0.json").read_text()) if (run_dir / "ckpts" / "index_rank0.json").exists() else {"checkpoints": []}
         listed = [entry["step"] for entry in index["checkpoints"]]
         logged = [line["step"] for line in _lines(run_dir) if "loss" in line]
+        last_logged = logged[-1] if logged else 0
         if listed:  # the invariant the fix is about, checked after every kill
             assert logged and logged[-1] >= max(listed), f"checkpoint {max(listed)} is ahead of the log ({logged[-1:]})"
     else:

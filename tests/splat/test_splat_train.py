@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -174,3 +175,22 @@ def test_help_lists_the_flags(capsys: pytest.CaptureFixture[str]) -> None:
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert "--strategy {default,mcmc}" in out and "--backend {auto,torch,gsplat}" in out
+
+
+def test_a_paused_run_validates_at_the_step_it_is_held(scene: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from runforge.run import Run
+
+    poll = Run.poll
+
+    def validate_while_paused_at_step_1(self: Run, step: int | None = None, **kwargs: Any) -> Any:
+        if step == 1:
+            kwargs["on_validate"]()  # what poll does with a `validate` command while the run is paused
+        return poll(self, step, **kwargs)
+
+    monkeypatch.setattr(Run, "poll", validate_while_paused_at_step_1)
+    out = tmp_path / "paused"
+    assert main(["train", "splat", "--preset", "tiny", "--data_dir", str(scene), "--out", str(out), "--max_steps", "3",
+                 "--eval_steps", "3", "--save_steps", "3", "--ply_steps", "3", "--traj_frames", "0",
+                 "--no_tensorboard", "--progress", "lines"]) == 0
+    assert {"stats/val_step1.json", "stats/val_step2.json", "renders/val_step1/000.png"} <= files(out)

@@ -158,3 +158,11 @@ def test_uncached_and_chunked_paths_render_the_same() -> None:
     origins, directions = camera_rays(camera)
     whole, chunked = traverse(origins, directions, grid.size), traverse_in_chunks(origins, directions, grid.size, chunk=7)
     assert torch.equal(whole.ray, chunked.ray) and torch.equal(whole.cell, chunked.cell)
+
+
+def test_a_camera_that_sees_none_of_the_grid_renders_the_background() -> None:
+    grid = DifferentiableVoxelGrid.initialise("cube", VoxelMap.empty((6, 4, 6)))
+    away = Camera(0, 8, 6, look_at(np.array([3.0, 2.0, -20.0]), np.array([3.0, 2.0, -40.0])),
+                  orbit_cameras((6, 4, 6), 1, 8)[0].proj)
+    rgb, alpha = render_view(grid.volume(1.0), away, grid.size)
+    assert rgb.shape == (6, 8, 3) and torch.equal(alpha, torch.zeros(6, 8)) and torch.equal(rgb, torch.zeros(6, 8, 3))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -147,4 +148,19 @@ def test_validate_command_logs_psnr_over_all_views(workspace: Path, monkeypatch:
     validations = [line for line in read_metrics(run) if "val" in line]
     assert [line["step"] for line in validations] == [2]
     assert validations[0]["val"]["psnr"] > 15  # from_map starts close to the views it was rendered into
+    assert "validation at step 2: PSNR" in (run / "events.log").read_text()
+
+
+def test_a_paused_run_validates_at_the_step_it_is_held(workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    poll = Run.poll
+
+    def validate_while_paused_at_step_2(self: Run, step: int | None = None, **kwargs: Any) -> Any:
+        if step == 2:
+            kwargs["on_validate"]()  # what poll does with a `validate` command while the run is paused
+        return poll(self, step, **kwargs)
+
+    monkeypatch.setattr(Run, "poll", validate_while_paused_at_step_2)
+    assert main(["train", "voxel", "--steps", "3", "--no_export", *FAST]) == 0
+    run = workspace / "out_local" / "sds_training"
+    assert [line["step"] for line in read_metrics(run) if "val" in line] == [2]
     assert "validation at step 2: PSNR" in (run / "events.log").read_text()

@@ -15,8 +15,12 @@ from . import raster
 def choose_backend(requested: Literal["auto", "torch", "gsplat"], device: torch.device) -> str:
     has_gsplat = importlib.util.find_spec("gsplat") is not None
     if requested == "gsplat":
-        if device.type != "cuda" or not has_gsplat:
-            raise ConfigError(None, "--backend gsplat: needs a CUDA device and `pip install gsplat`; use --backend torch")
+        if device.type != "cuda":
+            raise ConfigError(None, "--backend gsplat: needs a CUDA device (torch.cuda.is_available() is false); "
+                                    "use --backend torch")
+        if not has_gsplat:
+            raise ConfigError(None, "--backend gsplat: gsplat is not installed (`pip install gsplat`); "
+                                    "use --backend torch")
         return "gsplat"
     if requested == "auto":
         return "gsplat" if device.type == "cuda" and has_gsplat else "torch"

@@ -13,6 +13,7 @@ Anything broken or missing raises BadInputError naming the file.
 
 from __future__ import annotations
 
+import functools
 import struct
 from pathlib import Path
 
@@ -23,6 +24,10 @@ from ...errors import BadInputError
 PINHOLE_MODELS = ("SIMPLE_PINHOLE", "PINHOLE")
 UNDISTORTED_MODELS = ("SIMPLE_RADIAL", "RADIAL", "OPENCV", "FULL_OPENCV")
 MODEL_FILES = ("cameras", "images", "points3D")
+RIG_FILES = ("rigs", "frames")
+"""COLMAP 4 writes these beside the three legacy files; pycolmap reads them when present."""
+MAX_IMAGE_PIXELS = 100_000_000
+"""Per photo (a 100-megapixel camera): every image is held in memory, decoded, for the whole run."""
 
 
 def find_sparse_dir(data_dir: Path) -> Path:
@@ -41,20 +46,21 @@ def read_model(sparse_dir: Path) -> "pycolmap.Reconstruction":  # type: ignore[n
     for name in MODEL_FILES:
         if not (sparse_dir / f"{name}.bin").exists() and not (sparse_dir / f"{name}.txt").exists():
             raise BadInputError(sparse_dir / f"{name}.bin", f"missing (the COLMAP model in {sparse_dir} needs it)")
-    culprit = _first_broken_binary(sparse_dir)
+    culprit = first_broken_binary(sparse_dir)
     if culprit is not None:
         raise BadInputError(*culprit)
     try:
         return pycolmap.Reconstruction(str(sparse_dir))
-    except (ValueError, RuntimeError) as exc:
-        text = str(exc).splitlines()[0]
+    except Exception as exc:  # pycolmap's failed checks come as ValueError, RuntimeError, IndexError, ...
+        text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise BadInputError(_file_named_by(sparse_dir, text), f"unreadable COLMAP model: {text}") from None
 
 
 def _file_named_by(sparse_dir: Path, message: str) -> Path:
-    """pycolmap's messages say "Camera model ...", "Image ...", "Point3D ...": map them to the file."""
+    """pycolmap's messages say "Camera model ...", "Image ...", "Point3D ...", "Rig ...": map them to the file."""
     lowered = message.lower()
-    for name, word in (("cameras", "camera"), ("points3D", "point"), ("images", "image")):
+    for name, word in (("cameras", "camera"), ("points3D", "point"), ("images", "image"), ("frames", "frame"),
+                       ("rigs", "rig")):
         if name.lower() in lowered or word in lowered:
             for ext in (".bin", ".txt"):
                 if (sparse_dir / f"{name}{ext}").exists():
@@ -62,26 +68,45 @@ def _file_named_by(sparse_dir: Path, message: str) -> Path:
     return sparse_dir
 
 
-def _first_broken_binary(sparse_dir: Path) -> tuple[Path, str] | None:
-    """Walk the record layout of each binary file (COLMAP's format) so the error names the broken one."""
-    num_params = {0: 3, 1: 4, 2: 4, 3: 5, 4: 8, 5: 8, 6: 12, 7: 5, 8: 4, 9: 5, 10: 12, 11: 3, 12: 4, 13: 4}
-    for name in MODEL_FILES:
+@functools.cache
+def camera_model_params() -> dict[int, int]:
+    """Parameters per camera model id, from pycolmap itself (the binary cameras file does not store the count)."""
+    import pycolmap
+
+    return {int(model): len(pycolmap.Camera.create_from_model_id(1, model, 1.0, 1, 1).params)
+            for model in pycolmap.CameraModelId.__members__.values() if int(model) >= 0}
+
+
+def first_broken_binary(sparse_dir: Path) -> tuple[Path, str] | None:
+    """Walk the record layout of each binary file (COLMAP's format) so the error names the broken one.
+
+    pycolmap trusts the counts in these files: a damaged one can make it allocate without end or loop
+    for hours, so every record must fit in the file before pycolmap sees it.
+    """
+    for name in MODEL_FILES + RIG_FILES:
         path = sparse_dir / f"{name}.bin"
-        if not path.exists():
+        if not path.is_file():
             continue
-        data = path.read_bytes()
-        try:
-            pos, problem = _walk(name, data, num_params)
-        except struct.error:
-            return path, "truncated or not a COLMAP binary file"
+        problem = binary_layout_problem(name, path.read_bytes())
         if problem:
             return path, problem
-        if pos != len(data):
-            return path, f"{len(data) - pos} unexpected trailing bytes (not a COLMAP binary file?)"
     return None
 
 
-def _walk(name: str, data: bytes, num_params: dict[int, int]) -> tuple[int, str | None]:
+def binary_layout_problem(name: str, data: bytes) -> str | None:
+    """Why `data` is not a COLMAP `{name}.bin` file (None: every record fits, with nothing left over)."""
+    try:
+        pos, problem = _walk(name, data)
+    except struct.error:
+        return "truncated or not a COLMAP binary file"
+    if problem:
+        return problem
+    if pos != len(data):
+        return f"{len(data) - pos} unexpected trailing bytes (not a COLMAP binary file?)"
+    return None
+
+
+def _walk(name: str, data: bytes) -> tuple[int, str | None]:
     (count,) = struct.unpack_from("<Q", data, 0)
     pos = 8
     if count > len(data):
@@ -89,37 +114,98 @@ def _walk(name: str, data: bytes, num_params: dict[int, int]) -> tuple[int, str 
     for _ in range(count):
         if name == "cameras":
             _, model, _, _ = struct.unpack_from("<iiQQ", data, pos)
-            if model not in num_params:
+            if model not in camera_model_params():
                 return pos, f"unknown camera model id {model}"
-            pos += 24 + 8 * num_params[model]
+            pos += 24 + 8 * camera_model_params()[model]
         elif name == "images":
             pos += 4 + 8 * 7 + 4
-            end = data.index(b"\0", pos)
+            end = data.find(b"\0", pos)
+            if end < 0:
+                raise struct.error("the image name never ends")
             pos = end + 1
             (n2d,) = struct.unpack_from("<Q", data, pos)
             pos += 8 + 24 * n2d
-        else:
+        elif name == "points3D":
             pos += 8 + 24 + 3 + 8
             (track,) = struct.unpack_from("<Q", data, pos)
             pos += 8 + 8 * track
+        elif name == "rigs":
+            (_, sensors) = struct.unpack_from("<II", data, pos)
+            pos += 8 + (8 if sensors else 0)
+            for _ in range(max(sensors - 1, 0)):  # unpack_from past the end stops a forged count at once
+                (has_pose,) = struct.unpack_from("<B", data, pos + 8)
+                pos += 9 + (56 if has_pose else 0)
+        else:  # frames
+            pos += 4 + 4 + 8 * 7
+            (data_ids,) = struct.unpack_from("<I", data, pos)
+            pos += 4 + 16 * data_ids
         if pos > len(data):
             raise struct.error("truncated")
     return pos, None
 
 
-def check_scene(data_dir: Path) -> None:
-    """Fail early (before a run directory exists) on a missing or broken model or a missing image."""
+def check_model(data_dir: Path) -> tuple[Path, "pycolmap.Reconstruction"]:  # type: ignore[name-defined]  # noqa: F821
+    """The sparse folder and its model, refused (naming the file) when it cannot be trained on: no registered
+    image, an unsupported or degenerate camera, a pose or point that is not finite, no images/ folder."""
     sparse_dir = find_sparse_dir(data_dir)
     rec = read_model(sparse_dir)
+
+    def model_file(name: str) -> Path | None:
+        return next((sparse_dir / f"{name}{e}" for e in (".bin", ".txt") if (sparse_dir / f"{name}{e}").exists()), None)
+
+    images_file = model_file("images") or sparse_dir
+    cameras_file = model_file("cameras") or sparse_dir
+    poses_file = model_file("frames") or images_file  # COLMAP 4 keeps the poses in its frames, not its images
+
     if rec.num_reg_images() == 0:
-        raise BadInputError(sparse_dir / "images.bin", "the model has no registered images")
+        raise BadInputError(images_file, "the model has no registered images")
+    for camera_id, camera in rec.cameras.items():
+        if camera.model_name not in PINHOLE_MODELS + UNDISTORTED_MODELS:
+            raise BadInputError(cameras_file, f"camera {camera_id}: model {camera.model_name} is not supported "
+                                              f"(use one of {', '.join(PINHOLE_MODELS + UNDISTORTED_MODELS)})")
+        fx, fy, _, _ = pinhole_params(camera)
+        if camera.width < 1 or camera.height < 1 or not np.isfinite(camera.params).all() or not min(fx, fy) > 0:
+            raise BadInputError(cameras_file, f"camera {camera_id}: needs a positive size and focal length "
+                                              "and finite parameters")
+    for image_id in rec.reg_image_ids():
+        if not np.isfinite(rec.images[image_id].cam_from_world().matrix()).all():
+            raise BadInputError(poses_file, f"image {image_id}: the pose is not finite")
+    if rec.num_points3D() and not np.isfinite(np.array([p.xyz for p in rec.points3D.values()])).all():
+        raise BadInputError(model_file("points3D") or sparse_dir, "a 3D point is not finite")
     image_dir = data_dir / "images"
     if not image_dir.is_dir():
         raise BadInputError(image_dir, "missing (the scene's images belong here)")
-    for image_id in rec.reg_image_ids():
-        path = image_dir / rec.images[image_id].name
+    return sparse_dir, rec
+
+
+def image_files(data_dir: Path, factor: int,
+                rec: "pycolmap.Reconstruction") -> tuple[list[tuple[int, Path]], int]:  # type: ignore[name-defined]  # noqa: F821
+    """(image id, file) of the registered images in name order, and the factor they still need downsampling by:
+    `images_{factor}/` when it exists (1), else `images/` (factor)."""
+    scaled_dir = data_dir / f"images_{factor}"
+    folder, left = (scaled_dir, 1) if factor > 1 and scaled_dir.is_dir() else (data_dir / "images", factor)
+    ids = sorted(rec.reg_image_ids(), key=lambda i: rec.images[i].name)
+    return [(i, folder / rec.images[i].name) for i in ids], left
+
+
+def split(count: int, test_every: int) -> tuple[list[int], list[int]]:
+    """(train, validation) indices as gsplat's Dataset: images 0, test_every, 2*test_every, ... are held out."""
+    val = [i for i in range(count) if test_every > 0 and i % test_every == 0]
+    return [i for i in range(count) if test_every <= 0 or i % test_every != 0], val
+
+
+def check_scene(data_dir: Path,
+                factor: int = 1) -> tuple["pycolmap.Reconstruction", set[tuple[int, int]]]:  # type: ignore[name-defined]  # noqa: F821
+    """Fail early (before a run directory exists) on a broken model or a missing, broken or oversized image.
+    Returns the model and the (height, width) sizes the images load at."""
+    _, rec = check_model(data_dir)
+    sizes = set()
+    files, downsample = image_files(data_dir, factor, rec)
+    for _, path in files:
         if not path.is_file():
             raise BadInputError(path, "image listed in the COLMAP model is missing")
+        sizes.add(load_image(path, downsample).shape[:2])
+    return rec, sizes
 
 
 def undistort_map(camera: "pycolmap.Camera") -> tuple[np.ndarray, np.ndarray]:  # type: ignore[name-defined]  # noqa: F821
@@ -144,16 +230,17 @@ def remap(image: np.ndarray, map_x: np.ndarray, map_y: np.ndarray) -> np.ndarray
     return np.clip(np.rint(np.stack(channels, -1)), 0, 255).astype(np.uint8)
 
 
-def load_image(path: Path) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
+def load_image(path: Path, downsample: int = 1) -> np.ndarray:
+    """HxWx3 uint8, downsampled by `downsample` (bicubic)."""
+    from ..common import open_image
 
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except FileNotFoundError:
-        raise BadInputError(path, "image listed in the COLMAP model is missing") from None
-    except (UnidentifiedImageError, OSError) as exc:
-        raise BadInputError(path, f"not a readable image ({exc})") from None
+    pixels = np.asarray(open_image(path, MAX_IMAGE_PIXELS, "splat photos, 100 megapixels", "RGB"))
+    if downsample > 1:
+        if min(pixels.shape[:2]) < downsample:
+            raise BadInputError(path, f"is {pixels.shape[1]}x{pixels.shape[0]} pixels, too small for --data_factor "
+                                      f"{downsample}")
+        pixels = _downsample(pixels, downsample)
+    return pixels
 
 
 def similarity_from_cameras(c2w: np.ndarray) -> np.ndarray:
@@ -198,31 +285,18 @@ class Parser:
 
         self.data_dir = Path(data_dir)
         self.factor = factor
-        self.sparse_dir = find_sparse_dir(self.data_dir)
-        rec = read_model(self.sparse_dir)
-        cameras_file = next(self.sparse_dir / f"cameras{e}" for e in (".bin", ".txt") if (self.sparse_dir / f"cameras{e}").exists())
-        if rec.num_reg_images() == 0:
-            raise BadInputError(self.sparse_dir / "images.bin", "the model has no registered images")
-        image_dir = self.data_dir / "images"
-        if not image_dir.is_dir():
-            raise BadInputError(image_dir, "missing (the scene's images belong here)")
-        scaled_dir = self.data_dir / f"images_{factor}"
-        use_scaled = factor > 1 and scaled_dir.is_dir()
+        self.sparse_dir, rec = check_model(self.data_dir)
 
         undistorters: dict[int, tuple[pycolmap.Camera, tuple[np.ndarray, np.ndarray] | None]] = {}
         names, c2ws, Ks, images, camera_ids = [], [], [], [], []
-        for image_id in sorted(rec.reg_image_ids(), key=lambda i: rec.images[i].name):
+        files, downsample = image_files(self.data_dir, factor, rec)
+        for image_id, path in files:
             info = rec.images[image_id]
             camera = rec.cameras[info.camera_id]
             model = camera.model_name
-            if model not in PINHOLE_MODELS + UNDISTORTED_MODELS:
-                raise BadInputError(cameras_file, f"camera {info.camera_id}: model {model} is not supported "
-                                                  f"(use one of {', '.join(PINHOLE_MODELS + UNDISTORTED_MODELS)})")
             w2c = np.eye(4)
             w2c[:3, :4] = info.cam_from_world().matrix()
-            pixels = load_image((scaled_dir if use_scaled else image_dir) / info.name)
-            if not use_scaled and factor > 1:
-                pixels = _downsample(pixels, factor)
+            pixels = load_image(path, downsample)
             if info.camera_id not in undistorters:
                 cam = pycolmap.Camera(camera.todict())
                 cam.rescale(pixels.shape[1], pixels.shape[0])
@@ -259,10 +333,7 @@ class Parser:
         self.points_rgb: np.ndarray = colors  # [M, 3] uint8
         centre = camtoworlds[:, :3, 3].mean(0)
         self.scene_scale = float(np.max(np.linalg.norm(camtoworlds[:, :3, 3] - centre, axis=-1)))
-        indices = np.arange(len(names))
-        # As gsplat's Dataset: images 0, test_every, 2*test_every, ... (in name order) are held out.
-        self.val_indices: list[int] = [int(i) for i in indices if test_every > 0 and i % test_every == 0]
-        self.train_indices: list[int] = [int(i) for i in indices if test_every <= 0 or i % test_every != 0]
+        self.train_indices, self.val_indices = split(len(names), test_every)
 
     def __len__(self) -> int:
         return len(self.image_names)

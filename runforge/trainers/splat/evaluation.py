@@ -11,6 +11,8 @@ import torch
 from torch import Tensor
 
 from ...errors import BadInputError
+from ..common import describe as describe_error
+from ..common import load_torch_file
 
 
 def psnr(pred: Tensor, target: Tensor) -> float:
@@ -51,13 +53,13 @@ class LPIPS(torch.nn.Module):
             nn.MaxPool2d(3, 2), nn.Conv2d(192, 384, 3, padding=1), nn.ReLU(), nn.Conv2d(384, 256, 3, padding=1),
             nn.ReLU(), nn.Conv2d(256, 256, 3, padding=1), nn.ReLU())
         self.heads = nn.ModuleList(nn.Conv2d(c, 1, 1, bias=False) for c in self.CHANNELS)
+        state = load_torch_file(weights, "LPIPS weights")
         try:
-            state = torch.load(weights, map_location="cpu", weights_only=True)
             self.features.load_state_dict({k[len("features."):]: v for k, v in state.items() if k.startswith("features.")})
             for i, head in enumerate(self.heads):
                 head.weight.data.copy_(state[f"lin{i}.model.1.weight"])
-        except (OSError, RuntimeError, KeyError, ValueError) as exc:
-            raise BadInputError(weights, f"not usable LPIPS weights ({type(exc).__name__}: {exc})") from None
+        except Exception as exc:  # a file of another shape: KeyError, RuntimeError, AttributeError, ...
+            raise BadInputError(weights, f"not usable LPIPS weights ({describe_error(exc)})") from None
         self.register_buffer("shift", torch.tensor([-0.030, -0.088, -0.188])[None, :, None, None])
         self.register_buffer("scale", torch.tensor([0.458, 0.448, 0.450])[None, :, None, None])
         self.taps = (1, 4, 7, 9, 11)  # outputs of the five ReLUs

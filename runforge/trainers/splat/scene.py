@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import BadInputError
+from ...run.naming import make_dir
+from ..common import check_output
 
 CAMERA_PARAMS = {  # distortion beyond (f, cx, cy) per model; focal/principal point are filled in
     "SIMPLE_PINHOLE": [],
@@ -30,6 +32,10 @@ CAMERA_PARAMS = {  # distortion beyond (f, cx, cy) per model; focal/principal po
     "SIMPLE_RADIAL": [0.25],
     "OPENCV": [0.25, 0.05, 0.002, -0.001],
 }
+MAX_IMAGES = 1000
+MAX_SIDE = 4096
+MAX_PIXELS = 1024 * 1024
+MAX_POINTS = 100_000
 GROUND_HALF = 2.5
 SPHERES = [((0.0, 0.0, 0.6), 0.6), ((1.1, -0.7, 0.35), 0.35)]
 BOX = ((-1.0, 0.8, 0.4), 0.4)  # centre, half size
@@ -157,10 +163,23 @@ def write_synthetic_scene(out: str | Path, n_images: int = 40, width: int = 128,
     out = Path(out)
     if camera_model not in CAMERA_PARAMS:
         raise BadInputError(None, f"--camera_model {camera_model}: choose from {', '.join(CAMERA_PARAMS)}")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise BadInputError(out, "exists and is not empty; choose another OUT or pass --overwrite")
-    if n_images < 2 or width < 8 or height < 8 or n_points < 1:
-        raise BadInputError(None, "need at least 2 images of 8x8 pixels and 1 point")
+    for flag, value, low, high in (("--images", n_images, 2, MAX_IMAGES), ("--width", width, 8, MAX_SIDE),
+                                   ("--height", height, 8, MAX_SIDE), ("--points", n_points, 1, MAX_POINTS),
+                                   ("--seed", seed, 0, 10**9)):
+        if not low <= value <= high:
+            raise BadInputError(None, f"{flag}: must be from {low} to {high}, got {value}")
+    if width * height > MAX_PIXELS:
+        raise BadInputError(None, f"--width {width} --height {height}: {width * height:,} pixels per image, more than "
+                                  f"the limit of {MAX_PIXELS:,} (1024x1024; each is ray-traced 2x2 supersampled)")
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise BadInputError(out, "is not a folder; a scene is written as a folder")
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise BadInputError(out, "exists and is not empty; choose another OUT or pass --overwrite")
+        if {p.name for p in out.iterdir()} - {"images", "sparse"}:  # --overwrite deletes the folder
+            raise BadInputError(out, "--overwrite replaces only a scene folder (images/ and sparse/), and this one "
+                                     "holds other files")
+    check_output(out.parent, flag="OUT")
     rng = np.random.default_rng(seed)
     focal = 0.5 * width / np.tan(np.radians(25))
     camera = pycolmap.Camera.create_from_model_name(1, camera_model, focal, width, height)
@@ -209,7 +228,7 @@ def write_synthetic_scene(out: str | Path, n_images: int = 40, width: int = 128,
             elements = [pycolmap.TrackElement(image_id, idx) for image_id, idx in track]
             rec.add_point3D(xyz[p], pycolmap.Track(elements), np.rint(colors[p] * 255).astype(np.uint8))
 
-    out.parent.mkdir(parents=True, exist_ok=True)
+    make_dir(out.parent)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         (tmp / "images").mkdir()

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import copy
 import os
-import pickle
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,15 +30,17 @@ import torch
 import torch.nn.functional as F
 
 from ...config import to_dict
-from ...errors import BadInputError, ConfigError
+from ...errors import BadInputError
 from ...run import Run
 from ...run._atomic import write_json
+from ..common import torch_load
+from ..state_checks import adam_state, generator_state, integer, tensor
 from .backend import choose_backend, render
 from .colmap import Parser
-from .config import Config
+from .config import MAX_STEPS, Config
 from .evaluation import LPIPS, describe, psnr, ssim, ssim_loss_map, to_uint8, trajectory, write_mp4, write_png
-from .splats import create_splats_with_optimizers, write_ply
-from .strategy import DefaultStrategy, MCMCStrategy, Strategy
+from .splats import PARAM_NAMES, create_splats_with_optimizers, write_ply
+from .strategy import DefaultStrategy, MCMCStrategy, Strategy, binomial_table
 
 
 def setup_distributed(run: Run) -> torch.device:
@@ -129,13 +131,85 @@ def load_strategy_state(saved: dict[str, Any], device: torch.device) -> dict[str
     return state
 
 
-def load_checkpoint(path: Any, cfg: Config | None = None) -> dict[str, Any]:
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
-        raise BadInputError(path, f"not a readable checkpoint ({type(exc).__name__}: {exc})") from None
-    if not isinstance(ckpt, dict) or "splats" not in ckpt or "step" not in ckpt:
-        raise BadInputError(path, "not a splat checkpoint (no 'splats' / 'step')")
+CHECKPOINT_KEYS = ("step", "splats", "optimizers", "strategy", "scheduler", "batches")
+
+
+def splat_shapes(n: int, sh_degree: int) -> dict[str, tuple[int, ...]]:
+    return {"means": (n, 3), "scales": (n, 3), "quats": (n, 4), "opacities": (n,), "sh0": (n, 1, 3),
+            "shN": (n, (sh_degree + 1) ** 2 - 1, 3)}
+
+
+def read_checkpoint(path: Path, cfg: Config) -> dict[str, Any]:
+    """A splat checkpoint with Gaussians `cfg` can render: enough for --ckpt (evaluation only)."""
+    ckpt = torch_load(path)
+    if not isinstance(ckpt, dict) or not set(CHECKPOINT_KEYS) <= ckpt.keys():
+        raise ValueError(f"not a splat checkpoint (expected {', '.join(CHECKPOINT_KEYS)})")
+    integer(ckpt["step"], "step", 0, MAX_STEPS)
+    splats = ckpt["splats"]
+    if not isinstance(splats, dict) or set(splats) != set(PARAM_NAMES):
+        raise ValueError(f"splats must hold exactly {', '.join(PARAM_NAMES)}")
+    means = splats["means"]
+    if not isinstance(means, torch.Tensor) or means.dim() != 2 or len(means) == 0:
+        raise ValueError("splats.means must be a non-empty (N, 3) tensor")
+    shapes = splat_shapes(len(means), cfg.sh_degree)
+    shn = splats["shN"]
+    if isinstance(shn, torch.Tensor) and shn.dim() == 3 and shn.shape[1] != shapes["shN"][1]:
+        raise ValueError(f"splats.shN holds {shn.shape[1] + 1} SH coefficients per colour; "
+                         f"--sh_degree {cfg.sh_degree} needs {shapes['shN'][1] + 1}")
+    for name, shape in shapes.items():
+        tensor(splats[name], f"splats.{name}", shape, finite=True)
+    return ckpt
+
+
+def load_checkpoint(path: Path, cfg: Config) -> dict[str, Any]:
+    """A checkpoint `checkpoint_state` wrote, checked against what `train` restores from it with `cfg`: the
+    Gaussians, one Adam per parameter, the strategy's state, the scheduler and the data order. The run layer
+    calls this before it touches the run."""
+    from .colmap import check_model, split
+
+    ckpt = read_checkpoint(path, cfg)
+    shapes = splat_shapes(len(ckpt["splats"]["means"]), cfg.sh_degree)
+    optimizers = ckpt["optimizers"]
+    if not isinstance(optimizers, dict) or set(optimizers) != set(PARAM_NAMES):
+        raise ValueError(f"optimizers must hold exactly {', '.join(PARAM_NAMES)}")
+    for name, shape in shapes.items():
+        adam_state(optimizers[name], {name: shape}, f"optimizers.{name}")
+
+    strategy = ckpt["strategy"]
+    n = shapes["means"][0]
+    expected = {"rng", "binoms"} if cfg.strategy == "mcmc" else {"rng", "grad2d", "count", "radii", "scene_scale"}
+    if not isinstance(strategy, dict) or set(strategy) != expected:
+        raise ValueError(f"strategy must hold exactly {', '.join(sorted(expected))} (--strategy {cfg.strategy})")
+    generator_state(strategy["rng"], "strategy.rng")
+    if cfg.strategy == "mcmc":
+        tensor(strategy["binoms"], "strategy.binoms", tuple(binomial_table().shape))
+    else:
+        for key in ("grad2d", "count", "radii"):
+            if strategy[key] is not None:
+                tensor(strategy[key], f"strategy.{key}", (n,))
+        scale = strategy["scene_scale"]
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale < float("inf"):
+            raise ValueError(f"strategy.scene_scale must be a positive number, got {scale!r}")
+
+    scheduler = ckpt["scheduler"]
+    if not isinstance(scheduler, dict) or not {"last_epoch", "gamma", "base_lrs", "_last_lr"} <= scheduler.keys():
+        raise ValueError("scheduler is not the state of an ExponentialLR")
+    integer(scheduler["last_epoch"], "scheduler.last_epoch", 0, MAX_STEPS)
+    for key in ("base_lrs", "_last_lr"):
+        values = scheduler[key]
+        if not isinstance(values, list) or len(values) != 1 or not isinstance(values[0], float):
+            raise ValueError(f"scheduler.{key} must be a list of one learning rate, got {values!r}")
+
+    batches = ckpt["batches"]
+    if not isinstance(batches, dict) or set(batches) != {"rng", "order", "pos"}:
+        raise ValueError("batches must hold exactly rng, order and pos")
+    generator_state(batches["rng"], "batches.rng")
+    _, rec = check_model(Path(cfg.data_dir))
+    train_images = len(split(rec.num_reg_images(), cfg.test_every)[0])
+    order = tensor(batches["order"], "batches.order", (train_images,), torch.int64)
+    if not torch.equal(order.sort().values, torch.arange(train_images)):
+        raise ValueError(f"batches.order is not an order of the {train_images} training images")
+    integer(batches["pos"], "batches.pos", 0, train_images)
     return ckpt
 
 
@@ -199,11 +273,7 @@ def train(cfg: Config, run: Run) -> None:
     device = setup_distributed(run)
     rank, world_size = run.rank, run.world_size
     backend = choose_backend(cfg.backend, device)
-    if cfg.absgrad and backend == "torch":
-        raise ConfigError(None, "--absgrad: needs the gsplat backend (the torch rasterizer gives plain gradients)")
     parser = Parser(cfg.data_dir, cfg.data_factor, cfg.normalize_world_space, cfg.test_every)
-    if not parser.train_indices:
-        raise BadInputError(cfg.data_dir, f"no training images (all {len(parser)} are held out by --test_every)")
     scene_scale = parser.scene_scale * 1.1 * cfg.global_scale
     lpips = LPIPS(cfg.lpips_weights).to(device).eval() if cfg.lpips_weights is not None else None
     # Same seed on every rank: the Gaussians and the strategy's random choices must agree across ranks.
@@ -225,7 +295,7 @@ def train(cfg: Config, run: Run) -> None:
               f"{points.shape[0]} initial Gaussians, scene_scale {scene_scale:.3f}, backend {backend}, {world_size} rank(s)")
 
     if cfg.ckpt is not None:  # evaluate and render a checkpoint, no training
-        ckpt = load_checkpoint(cfg.ckpt)
+        ckpt = read_checkpoint(cfg.ckpt, cfg)
         set_splats(splats, ckpt["splats"], device)
         if rank == 0:
             evaluate(cfg, run, parser, splats, backend, ckpt["step"], device, lpips)
@@ -234,7 +304,8 @@ def train(cfg: Config, run: Run) -> None:
 
     start = 0
     if run.resume_checkpoint is not None:
-        ckpt = run.resume_state or load_checkpoint(run.resume_checkpoint.path)  # the CLI has loaded it already
+        # the CLI's Run loaded and checked it; a script's Run without load_checkpoint did not
+        ckpt = run.resume_state if run.resume_state is not None else load_checkpoint(run.resume_checkpoint.path, cfg)
         set_splats(splats, ckpt["splats"], device)
         for name, optimizer in optimizers.items():
             optimizer.param_groups[0]["params"] = [splats[name]]
@@ -250,6 +321,10 @@ def train(cfg: Config, run: Run) -> None:
                 "optimizers": {k: copy.deepcopy(o.state_dict()) for k, o in optimizers.items()},
                 "strategy": strategy_state_for_checkpoint(strategy_state), "scheduler": scheduler.state_dict(),
                 "batches": batches.state_dict(), "config": to_dict(cfg)}
+
+    def validate_now() -> None:
+        evaluate(cfg, run, parser, splats, backend, step, device, lpips)
+        render_trajectory(cfg, run, parser, splats, backend, step, device)
 
     eval_at = {s - 1 for s in cfg.eval_steps}
     save_at = {s - 1 for s in cfg.save_steps} | {cfg.max_steps - 1}
@@ -296,7 +371,8 @@ def train(cfg: Config, run: Run) -> None:
             run.log(step, {"loss": loss.item(), "losses": {"l1": l1.item(), "ssim": ssim_value.item()},
                            "num_GS": int(splats["means"].shape[0]), "sh_degree": sh_degree,
                            "lr": {"means": scheduler.get_last_lr()[0]}})
-        ctl = run.poll(step)
+        # a paused run validates where it is held (rank 0 evaluates, as below)
+        ctl = run.poll(step, on_validate=validate_now if rank == 0 else None)
         if step in save_at or ctl.save or ctl.stop:
             mem = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
             if mem is not None:
@@ -308,8 +384,7 @@ def train(cfg: Config, run: Run) -> None:
         if rank == 0 and cfg.save_ply and step in ply_at:
             write_ply(run.dir / "ply" / f"point_cloud_{step}.ply", splats)
         if rank == 0 and (step in eval_at or ctl.validate):
-            evaluate(cfg, run, parser, splats, backend, step, device, lpips)
-            render_trajectory(cfg, run, parser, splats, backend, step, device)
+            validate_now()
         if ctl.stop:
             break
     if world_size > 1:

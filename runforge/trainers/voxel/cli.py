@@ -11,13 +11,20 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ...errors import ConfigError
+
+MAX_ORBIT_VIEWS = 1000
+MAX_RESOLUTION = 4096
+
 
 def register(commands: Any, data: Any) -> None:
     render = data.add_parser("render-views", help="render a map.json into a dataset (cameras.json + images/)")
     render.add_argument("--map", required=True, type=Path, metavar="MAP_JSON", help="the map to render")
     render.add_argument("--out", required=True, type=Path, metavar="DATASET_DIR", help="dataset folder to write")
-    render.add_argument("--views", type=int, default=24, help="orbit cameras around the world (default: 24)")
-    render.add_argument("--resolution", type=int, default=128, help="image size of orbit cameras (default: 128)")
+    render.add_argument("--views", type=int, default=24,
+                        help=f"orbit cameras around the world (default: 24; 1..{MAX_ORBIT_VIEWS})")
+    render.add_argument("--resolution", type=int, default=128,
+                        help=f"image size of orbit cameras (default: 128; 8..{MAX_RESOLUTION})")
     render.add_argument("--cameras", type=Path, metavar="CAMERAS_JSON",
                         help="render at these cameras instead of an orbit (e.g. another dataset's cameras.json)")
     render.set_defaults(handler=cmd_render_views)
@@ -29,20 +36,32 @@ def register(commands: Any, data: Any) -> None:
     export.set_defaults(handler=cmd_export)
 
 
+def _in_range(flag: str, value: int, low: int, high: int) -> None:
+    if not low <= value <= high:
+        raise ConfigError(None, f"{flag}: must be from {low} to {high}, got {value}")
+
+
 def cmd_render_views(args: argparse.Namespace) -> int:
-    from ...errors import BadInputError
     from ...run._atomic import write_bytes
-    from .dataset import image_path, orbit_cameras, read_cameras, write_cameras
+    from ...run.naming import make_dir
+    from ..common import check_output
+    from .dataset import MAX_DATASET_PIXELS, image_path, orbit_cameras, read_cameras, write_cameras
     from .map_io import read_map
 
-    if args.views < 1 or args.resolution < 8:
-        raise BadInputError(None, f"--views must be >= 1 and --resolution >= 8, got {args.views} and {args.resolution}")
+    _in_range("--views", args.views, 1, MAX_ORBIT_VIEWS)
+    _in_range("--resolution", args.resolution, 8, MAX_RESOLUTION)
+    if args.views * args.resolution**2 > MAX_DATASET_PIXELS:  # what reading the dataset back would refuse
+        raise ConfigError(None, f"--views {args.views} at --resolution {args.resolution}: "
+                                f"{args.views * args.resolution**2:,} pixels, more than the limit of "
+                                f"{MAX_DATASET_PIXELS:,} for a dataset")
     vmap = read_map(args.map)
     if args.cameras is not None:
         cameras = read_cameras(args.cameras)
     else:
         world = [s * vmap.block_size for s in vmap.size]
         cameras = orbit_cameras(world, args.views, args.resolution)
+    check_output(args.out, ["cameras.json"], "--out")
+    check_output(args.out / "images", [image_path(args.out, c.index).name for c in cameras], "--out")
 
     import io
 
@@ -50,11 +69,12 @@ def cmd_render_views(args: argparse.Namespace) -> int:
 
     from .render import render_map
 
-    write_cameras(args.out / "cameras.json", cameras)
+    make_dir(args.out / "images")  # the first write: an --out that cannot be made fails here, leaving nothing
     for camera in cameras:
         buffer = io.BytesIO()
         Image.fromarray(render_map(vmap, camera), "RGBA").save(buffer, format="PNG")
         write_bytes(image_path(args.out, camera.index), buffer.getvalue(), durable=False)
+    write_cameras(args.out / "cameras.json", cameras)
     print(f"rendered {len(cameras)} views of {args.map} ({vmap.num_blocks} blocks) into {args.out}")
     return 0
 
@@ -62,6 +82,7 @@ def cmd_render_views(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from .export import export_training
 
+    _in_range("--source_map_id", args.source_map_id, 0, 10**9)
     folder = export_training(args.training_dir, args.source_map_id, args.registry)
     print(f"✅ Exported to: {folder}")
     return 0

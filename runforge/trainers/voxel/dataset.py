@@ -25,6 +25,13 @@ import numpy as np
 
 from ...errors import BadInputError
 from ...run._atomic import read_json_object
+from .map_io import shown
+
+MAX_VIEWS = 10_000
+MAX_VIEW_PIXELS = 4096 * 4096
+"""Per camera, and per reference image: the renderer keeps a float32 RGBA target of every pixel."""
+MAX_DATASET_PIXELS = 2**27
+"""All cameras together: about 2 GB of float32 targets."""
 
 SAMPLE_DIR = Path(__file__).parent / "sample"
 SAMPLE_MAP = SAMPLE_DIR / "map1" / "map.json"
@@ -53,10 +60,10 @@ class Camera:
 def _matrix(value: Any, path: Path, where: str) -> np.ndarray:
     try:
         m = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an integer beyond float range
         m = np.zeros(0)
     if m.shape != (4, 4) or not np.isfinite(m).all():
-        raise BadInputError(path, f"{where} must be a 4x4 matrix of numbers")
+        raise BadInputError(path, f"{where} must be a 4x4 matrix of finite numbers")
     return m
 
 
@@ -65,11 +72,14 @@ def read_cameras(path: str | os.PathLike[str]) -> list[Camera]:
     doc = read_json_object(path, "cameras file", BadInputError)
     if not isinstance(doc.get("views"), list) or not doc["views"]:
         raise BadInputError(path, "expected a JSON object with a non-empty 'views' list")
+    if len(doc["views"]) > MAX_VIEWS:
+        raise BadInputError(path, f"has {len(doc['views']):,} views, more than the limit of {MAX_VIEWS:,}")
     depth = doc.get("depth", "negative_one_to_one")
-    if depth not in DEPTH_CONVENTIONS:
-        raise BadInputError(path, f"depth must be one of {', '.join(DEPTH_CONVENTIONS)}, got {depth!r}")
+    if not isinstance(depth, str) or depth not in DEPTH_CONVENTIONS:
+        raise BadInputError(path, f"depth must be one of {', '.join(DEPTH_CONVENTIONS)}, got {shown(depth)}")
     cameras = []
     seen: set[int] = set()
+    total = 0
     for i, view in enumerate(doc["views"]):
         where = f"views[{i}]"
         if not isinstance(view, dict):
@@ -77,12 +87,28 @@ def read_cameras(path: str | os.PathLike[str]) -> list[Camera]:
         index, width, height = view.get("index", i), view.get("width"), view.get("height")
         for name, value in (("index", index), ("width", width), ("height", height)):
             if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "index" else 1):
-                raise BadInputError(path, f"{where}.{name} must be a {'non-negative' if name == 'index' else 'positive'} integer, got {value!r}")
+                kind = "non-negative" if name == "index" else "positive"
+                raise BadInputError(path, f"{where}.{name} must be a {kind} integer, got {shown(value)}")
+        if width * height > MAX_VIEW_PIXELS:
+            raise BadInputError(path, f"{where}: {width}x{height} = {width * height:,} pixels, more than the limit of "
+                                      f"{MAX_VIEW_PIXELS:,} (4096x4096) per view")
+        total += width * height
+        if total > MAX_DATASET_PIXELS:
+            raise BadInputError(path, f"{where}: the views up to here hold {total:,} pixels, more than the limit of "
+                                      f"{MAX_DATASET_PIXELS:,} for a dataset")
         if index in seen:
             raise BadInputError(path, f"{where}: duplicate index {index}")
         seen.add(index)
-        cameras.append(Camera(index, width, height, _matrix(view.get("view"), path, f"{where}.view"),
-                              _matrix(view.get("proj"), path, f"{where}.proj"), depth))
+        camera = Camera(index, width, height, _matrix(view.get("view"), path, f"{where}.view"),
+                        _matrix(view.get("proj"), path, f"{where}.proj"), depth)
+        try:  # what camera_rays inverts; errstate: huge entries overflow, which must not print a warning
+            with np.errstate(all="ignore"):
+                invertible = bool(np.isfinite(np.linalg.inv(camera.proj @ camera.view)).all())
+        except np.linalg.LinAlgError:
+            invertible = False
+        if not invertible:
+            raise BadInputError(path, f"{where}: proj @ view is singular, so no ray can be cast through a pixel")
+        cameras.append(camera)
     return cameras
 
 
@@ -140,14 +166,11 @@ def image_path(dataset_dir: Path, index: int) -> Path:
 
 def read_image(path: Path, width: int, height: int) -> np.ndarray:
     """A reference view as float32 RGBA (H, W, 4) in 0..1, resized to (width, height) when needed."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
-    try:
-        with Image.open(path) as image:
-            image.load()
-            rgba = image.convert("RGBA")
-    except (OSError, UnidentifiedImageError) as exc:
-        raise BadInputError(path, f"is not a readable image ({exc})") from None
+    from ..common import open_image
+
+    rgba = open_image(path, MAX_VIEW_PIXELS, "voxel reference views, 4096x4096", "RGBA")
     if rgba.size != (width, height):
         rgba = rgba.resize((width, height), Image.Resampling.BOX)
     return np.asarray(rgba, dtype=np.float32) / 255.0

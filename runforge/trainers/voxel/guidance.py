@@ -219,11 +219,10 @@ def _encode_prompt(tokenizer: Any, encoder: Any, prompt: str, device: torch.devi
 
 def load_sds(model_path: Path, prompt: str, device: torch.device, **options: Any) -> SDS:
     """Load a diffusers folder (never downloading): UNet, VAE, scheduler, tokenizer(s) and text encoder(s)."""
-    from .config import MODEL_HINT
+    from .config import check_model_folder
 
     model_path = Path(model_path)
-    if not (model_path / "unet").is_dir():
-        raise BadInputError(model_path, f"is not a diffusers model folder (no unet/): {MODEL_HINT}")
+    check_model_folder(model_path)
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 

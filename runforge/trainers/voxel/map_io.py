@@ -6,13 +6,17 @@
 Y is up. A block at [x, y, z] fills [x, x+1] x [y, y+1] x [z, z+1] (times blockSize).
 Reading rejects a bad file with a one-line `BadInputError` naming the file and the
 block index; keys this module does not know are kept and written back unchanged.
+A world is at most MAX_SIDE voxels along each axis and MAX_VOXELS in all: the trainer
+holds about 100 bytes per voxel (logits, gradients, Adam moments).
 This module imports numpy, never torch.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import reprlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +43,10 @@ COLORS = {
 AIR = 0
 MATERIAL_INDEX = {name: i for i, name in enumerate(PALETTE)}
 DEFAULT_SIZE = (64, 48, 64)
+MAX_SIDE = 1024
+MAX_VOXELS = 256**3
+BLOCK_SIZE_RANGE = (1e-3, 1e3)
+"""blockSize in world units: outside it, camera rays in voxel units lose all precision."""
 
 
 @dataclass
@@ -92,10 +100,17 @@ def _int3(value: Any) -> tuple[int, int, int] | None:
         return None
     out = []
     for v in value:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or float(v) != int(v):
+        if isinstance(v, float) and v.is_integer():  # 3.0 is an integer; NaN and infinities are not
+            v = int(v)
+        if isinstance(v, bool) or not isinstance(v, int):
             return None
-        out.append(int(v))
+        out.append(v)
     return out[0], out[1], out[2]
+
+
+def shown(value: Any) -> str:
+    """A user's value in a one-line message: shortened, and safe for any depth of nesting."""
+    return reprlib.repr(value)
 
 
 def parse_map(doc: Any, path: str | os.PathLike[str]) -> VoxelMap:
@@ -105,12 +120,19 @@ def parse_map(doc: Any, path: str | os.PathLike[str]) -> VoxelMap:
     world = doc.get("worldConfig", {})
     if not isinstance(world, dict):
         raise BadInputError(path, "worldConfig must be an object")
+    if not isinstance(doc.get("metadata", {}), (dict, type(None))):  # saving merges the run's metadata into it
+        raise BadInputError(path, f"metadata must be an object, got {shown(doc['metadata'])}")
     size = _int3(world.get("size", list(DEFAULT_SIZE)))
     if size is None or min(size) < 1:
-        raise BadInputError(path, f"worldConfig.size must be three positive integers, got {world.get('size')!r}")
+        raise BadInputError(path, f"worldConfig.size must be three positive integers, got {shown(world.get('size'))}")
+    if max(size) > MAX_SIDE or size[0] * size[1] * size[2] > MAX_VOXELS:
+        raise BadInputError(path, f"worldConfig.size {list(size)} is too large: at most {MAX_SIDE} voxels per side "
+                                  f"and {MAX_VOXELS:,} (256^3) in all")
     block_size = world.get("blockSize", 1.0)
-    if isinstance(block_size, bool) or not isinstance(block_size, (int, float)) or not block_size > 0:
-        raise BadInputError(path, f"worldConfig.blockSize must be a positive number, got {block_size!r}")
+    low, high = BLOCK_SIZE_RANGE
+    if isinstance(block_size, bool) or not isinstance(block_size, (int, float)) or not low <= block_size <= high:
+        raise BadInputError(path, f"worldConfig.blockSize must be a number from {low:g} to {high:g}, "
+                                  f"got {shown(block_size)}")
     occupied = np.zeros(size, bool)
     material = np.zeros(size, np.int8)
     extras: dict[tuple[int, int, int], dict[str, Any]] = {}
@@ -120,12 +142,12 @@ def parse_map(doc: Any, path: str | os.PathLike[str]) -> VoxelMap:
             raise BadInputError(path, f"{where} is not an object")
         position = _int3(block.get("position"))
         if position is None:
-            raise BadInputError(path, f"{where}: position must be three integers, got {block.get('position')!r}")
+            raise BadInputError(path, f"{where}: position must be three integers, got {shown(block.get('position'))}")
         if not all(0 <= p < s for p, s in zip(position, size)):
             raise BadInputError(path, f"{where}: position {list(position)} is outside worldConfig.size {list(size)}")
         kind = block.get("blockType")
-        if kind not in MATERIAL_INDEX or kind == "Air":
-            raise BadInputError(path, f"{where}: unknown blockType {kind!r} (one of {', '.join(PALETTE[1:])})")
+        if not isinstance(kind, str) or kind not in MATERIAL_INDEX or kind == "Air":
+            raise BadInputError(path, f"{where}: unknown blockType {shown(kind)} (one of {', '.join(PALETTE[1:])})")
         if occupied[position]:
             raise BadInputError(path, f"{where}: duplicate position {list(position)}")
         occupied[position] = True
@@ -143,13 +165,31 @@ def read_map(path: str | os.PathLike[str]) -> VoxelMap:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise BadInputError(path, "no such map file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BadInputError(path, f"cannot be read ({exc})") from None
+    except IsADirectoryError:
+        raise BadInputError(path, "is a directory, not a map file") from None
+    except OSError as exc:
+        raise BadInputError(path, f"cannot be read ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise BadInputError(path, f"is not valid JSON ({exc})") from None
     try:
-        doc = json.loads(text)
+        doc = json.loads(text, parse_constant=_not_json, parse_float=_finite_float)
     except ValueError as exc:
         raise BadInputError(path, f"is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise BadInputError(path, "nests too deeply to be a map") from None
     return parse_map(doc, path)
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    # Python reads 1e400 as inf; a map holds no infinities, not even in keys it only carries along
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is out of the range of a number")
+    return value
 
 
 def write_map(path: str | os.PathLike[str], vmap: VoxelMap, metadata: dict[str, Any] | None = None) -> Path:

@@ -54,19 +54,22 @@ def hard_volume(vmap: VoxelMap, device: torch.device | str = "cpu") -> torch.Ten
 
 def camera_rays(camera: Camera, block_size: float = 1.0, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """Origins (on the near plane) and unit directions (H*W, 3) in voxel units, pixel centres, row 0 at the top."""
-    unproject = np.linalg.inv(camera.proj @ camera.view)
     xs = (np.arange(camera.width) + 0.5) / camera.width * 2 - 1
     ys = 1 - (np.arange(camera.height) + 0.5) / camera.height * 2
     x, y = np.meshgrid(xs, ys)  # (H, W)
     near_z = 0.0 if camera.depth == "zero_to_one" else -1.0
     points = []
-    for z in (near_z, 1.0):
-        clip = np.stack([x, y, np.full_like(x, z), np.ones_like(x)], axis=-1).reshape(-1, 4)
-        world = clip @ unproject.T
-        points.append(world[:, :3] / world[:, 3:4])
-    directions = points[1] - points[0]
-    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
-    origins = points[0] / block_size  # on the near plane: right for perspective and orthographic projections
+    # huge (finite) matrices may overflow and a pixel may unproject to infinity: their NaN rays are dropped by
+    # `traverse`, and no numpy warning may reach the console
+    with np.errstate(all="ignore"):
+        unproject = np.linalg.inv(camera.proj @ camera.view)
+        for z in (near_z, 1.0):
+            clip = np.stack([x, y, np.full_like(x, z), np.ones_like(x)], axis=-1).reshape(-1, 4)
+            world = clip @ unproject.T
+            points.append(world[:, :3] / world[:, 3:4])
+        directions = points[1] - points[0]
+        directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+        origins = points[0] / block_size  # on the near plane: right for perspective and orthographic projections
     return (torch.tensor(origins, dtype=torch.float32, device=device),
             torch.tensor(directions, dtype=torch.float32, device=device))
 
@@ -150,9 +153,11 @@ def _segment_starts(ray: torch.Tensor, num_rays: int) -> torch.Tensor:
 def _transmittance(tau: torch.Tensor, ray: torch.Tensor, num_rays: int) -> torch.Tensor:
     """Light reaching each segment: exp(-sum of tau before it on its ray). Float64: the sums run over all rays."""
     tau64 = tau.double()
+    if len(tau64) == 0:  # no ray crosses the grid (a camera looking past it)
+        return tau.float()
     before = torch.cumsum(tau64, 0) - tau64
     first = _segment_starts(ray, num_rays)
-    offset = before[first.clamp(max=max(len(before) - 1, 0))]
+    offset = before[first.clamp(max=len(before) - 1)]
     # clamped: exp(-60) is still a normal float32; anything smaller is a denormal, and those are ~100x slower
     return torch.exp(-(before - offset.index_select(0, ray)).clamp(max=60.0)).float()
 

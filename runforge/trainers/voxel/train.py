@@ -16,26 +16,22 @@ export to maps/trained_map_{SOURCE}_{X}/.
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from ...errors import ConfigError
 from ...run import Run
-from .config import Config
+from ..common import pick_device, torch_load
+from .config import MAX_STEPS, Config
 from .dataset import SAMPLE_DIR, Camera, read_dataset, resolve_dataset, resolve_map
 from .export import COPY_MAP, FINAL_MAP, export_training
 from .grid import DifferentiableVoxelGrid, regularisers
 from .guidance import SDS, Photometric, SegmentCache, load_sds
-from .map_io import read_map
+from .map_io import PALETTE, read_map
+from ..state_checks import adam_state, generator_state, integer, tensor
 
-
-def pick_device(choice: str) -> torch.device:
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(None, "--device cuda: no CUDA device is available to this torch build; use --device cpu")
-    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda")
-    return torch.device("cpu")
+CHECKPOINT_KEYS = ("step", "grid", "optimizer", "generator")
 
 
 def fit_resolution(camera: Camera, resolution: int | None) -> Camera:
@@ -91,6 +87,24 @@ def training_state(step: int, grid: DifferentiableVoxelGrid, optimizer: torch.op
             "generator": generator.get_state().clone()}
 
 
+def load_checkpoint(path: Path, cfg: Config) -> dict[str, Any]:
+    """A checkpoint `training_state` wrote, checked against the grid `cfg` trains: logits of the source map's
+    size, one Adam over them, a CPU generator state. The run layer calls this before it touches the run."""
+    state = torch_load(path)
+    if not isinstance(state, dict) or not set(CHECKPOINT_KEYS) <= state.keys():
+        raise ValueError(f"not a voxel checkpoint (expected {', '.join(CHECKPOINT_KEYS)})")
+    integer(state["step"], "step", 0, MAX_STEPS)
+    size = read_map(resolve_map(cfg.source_map_id)[0]).size
+    shapes = {"occupancy_logits": size, "material_logits": (*size, len(PALETTE))}  # grid.parameters() order
+    if not isinstance(state["grid"], dict) or set(state["grid"]) != set(shapes):
+        raise ValueError(f"grid must hold exactly {' and '.join(shapes)}")
+    for name, shape in shapes.items():
+        tensor(state["grid"][name], f"grid.{name} (map {cfg.source_map_id})", shape, finite=True)
+    adam_state(state["optimizer"], shapes, "optimizer")
+    generator_state(state["generator"], "generator")
+    return state
+
+
 def summary(run: Run, blocks: int, stats: dict[str, Any]) -> str:
     images = len(list((run.dir / "images").glob("*.png")))
     maps = len(list((run.dir / "maps").glob("step_*.json")))
@@ -135,7 +149,8 @@ def train(cfg: Config, run: Run) -> None:
                             t_max_start=cfg.t_max_start, t_max_end=cfg.t_max_end, grad_clip=cfg.grad_clip)
 
     if run.resume_checkpoint is not None:
-        state = torch.load(run.resume_checkpoint.path, map_location="cpu", weights_only=True)  # RNG state stays on CPU
+        # the CLI's Run loaded and checked it; a script's Run without load_checkpoint did not
+        state = run.resume_state if run.resume_state is not None else load_checkpoint(run.resume_checkpoint.path, cfg)
         grid.load_state_dict(state["grid"])
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])
@@ -143,6 +158,15 @@ def train(cfg: Config, run: Run) -> None:
         run.event(f"source map {map_path} ({source.num_blocks} blocks, grid {'x'.join(map(str, grid.size))}), "
                   f"{len(cameras)} cameras from {dataset_dir}, guidance {guidance.name}", console=True)
         print(plan(cfg, source.num_blocks, cameras[0].width, cameras[0].height), flush=True)
+
+    def validate_now() -> None:
+        if isinstance(guidance, Photometric):
+            with run.validating(), torch.no_grad():
+                psnr = guidance.psnr(grid.volume(temperature))
+            run.log(step, {"val": {"psnr": psnr}})
+            run.event(f"validation at step {step}: PSNR {psnr:.2f} dB over {len(cameras)} views", console=True)
+        else:
+            run.event("validation needs reference views (photometric guidance); skipped", "warning")
 
     stopped = False
     for step in range(run.start_step + 1, cfg.steps + 1):
@@ -172,15 +196,9 @@ def train(cfg: Config, run: Run) -> None:
         if scheduled(step, cfg.image_every, cfg.steps):
             with torch.no_grad():
                 run.image(step, f"cam{camera.index}", segments.render(grid.volume(temperature), camera).cpu())
-        ctl = run.poll(step)
+        ctl = run.poll(step, on_validate=validate_now)  # a paused run validates where it is held
         if ctl.validate:
-            if isinstance(guidance, Photometric):
-                with run.validating(), torch.no_grad():
-                    psnr = guidance.psnr(grid.volume(temperature))
-                run.log(step, {"val": {"psnr": psnr}})
-                run.event(f"validation at step {step}: PSNR {psnr:.2f} dB over {len(cameras)} views", console=True)
-            else:
-                run.event("validation needs reference views (photometric guidance); skipped", "warning")
+            validate_now()
         if step % cfg.save_map_every == 0 or step == cfg.steps or ctl.save or ctl.stop:
             document = grid.to_map(source, cfg.threshold).to_document(map_metadata(cfg, run, step))
             run.save_json(f"maps/step_{step:04d}.json", document)
