@@ -170,6 +170,9 @@ ASSIMILATE_CASES = [
     ("config-damaged", lambda w: write(w / "run" / "config.json", "{"), [], ["run/config.json", "not valid JSON"]),
     ("config-of-another-trainer", lambda w: write(w / "run" / "config.json", json.dumps({"data_root": None})), [],
      ["run/config.json", "data_root", "unknown"]),
+    ("run-of-another-trainer", lambda w: write(w / "run" / "run.json", json.dumps(
+        {**json.loads((w / "run" / "run.json").read_text()), "trainer": "toy"})), [],
+     ["run: is a toy run", "needs a kolmogorov run"]),
     ("config-value-out-of-range",
      lambda w: write(w / "run" / "config.json", json.dumps({**json.loads((w / "run" / "config.json").read_text()),
                                                             "window": -1})),

@@ -26,7 +26,8 @@ from torch import Tensor
 from ...config import load_file, to_dict
 from ...errors import BadInputError
 from ...run._atomic import write_json
-from ...run.naming import make_dir
+from ...run.naming import RUN_FILE, make_dir
+from ...run.read import read_info
 from ..common import check_output, load_model_state, load_torch_file, pick_device
 from .config import AssimilateConfig, Config
 from .data import check_grid, load_split
@@ -95,6 +96,8 @@ def load_run(run: Path, device: torch.device) -> tuple[Config, MarkovScore]:
     config_path, state_path = run / "config.json", run / STATE_FILE
     if not config_path.is_file():
         raise BadInputError(config_path, "not found: RUN must be a kolmogorov run directory")
+    if (run / RUN_FILE).is_file() and (trainer := read_info(run).get("trainer")) != "kolmogorov":
+        raise BadInputError(run, f"is a {trainer} run; assimilate needs a kolmogorov run")
     config = load_file(Config, config_path)
     if not state_path.is_file():
         raise BadInputError(state_path, "not found: the run has not finished training (no state.pth yet)")
