@@ -235,7 +235,7 @@ def build(cls: type[T], base: T | None = None, overrides: dict[str, Any] | None 
 
 def load_file(cls: type[T], path: str | Path, base: T | None = None) -> T:
     """A config from a JSON file (e.g. a run's config.json); unknown keys are errors."""
-    from .run._atomic import read_json_object
+    from .run.files import read_json_object
 
     path = Path(path)
     data = read_json_object(path, "config file", ConfigError)

@@ -127,7 +127,7 @@ def _check_output(output: str, runs: Sequence[Path], suffix: str | None = None) 
 
 
 def _write_output(path: Path, data: bytes) -> None:
-    from ..run._atomic import write_bytes
+    from ..run.files import write_bytes
 
     try:
         write_bytes(path, data)  # atomic: a failure leaves no half-written file

@@ -36,7 +36,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, Callable, Literal
 
 from ..errors import BadInputError
-from ._atomic import TEMP_SUFFIX, commit, stage_with, write_json
+from .files import TEMP_SUFFIX, commit, stage_with, write_json
 
 SaveFn = Callable[[Any, BinaryIO], Any]
 INDEX_PATTERN = "index_rank{rank}.json"

@@ -15,7 +15,7 @@ import os
 import time
 from pathlib import Path
 
-from ._atomic import write_bytes, write_json
+from .files import write_bytes, write_json
 
 CONTROL_DIR = "control"
 COMMANDS = ("pause", "resume", "validate", "save", "stop")

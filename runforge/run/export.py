@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..errors import BadInputError
-from ._atomic import write_json
+from .files import write_json
 from .metrics import METRICS_FILE, read_metrics
 from .naming import RUN_FILE
 from .run import utc_now

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ..errors import BadInputError
-from ._atomic import json_default, write_with
+from .files import json_default, write_with
 
 METRICS_FILE = "train.jsonl"
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BadInputError, RunNotFoundError
-from ._atomic import write_bytes
+from .files import write_bytes
 
 ADJECTIVES = (
     "amber autumn bold brisk calm crimson dainty dashing eager earthy fancy fiery fluent frosty gentle "

@@ -42,13 +42,13 @@ from typing import Any, Callable, Iterator, Literal
 
 from ..errors import BadInputError, RunExistsError, RunforgeError, RunNotFoundError
 from . import control, system
-from ._atomic import dumps_pretty, sanitize, write_bytes, write_json
+from .files import dumps_pretty, sanitize, write_bytes, write_json
 from .checkpoints import CheckpointInfo, CheckpointManager, SaveFn
 from .console import ProgressDisplay
 from .keys import KeyReader
 from .metrics import METRICS_FILE, MetricsFile, encode_line, plan_truncation
 from .images import to_pil
-from ._atomic import read_json_object
+from .files import read_json_object
 from .naming import RUN_FILE, create_run_dir, find_run_dir, make_dir, new_id, rendezvous, wait_for_run
 from .snapshot_fields import SNAPSHOT_FIELDS
 from .writer import BackgroundWriter

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BadInputError, RunNotFoundError
-from ._atomic import read_json_object
+from .files import read_json_object
 
 DEFAULT_FOLDERS = ("stats", "Learn")
 _ANY_STEP = re.compile(r"^(?:.*?[_\-])?(\d+)\.json$")

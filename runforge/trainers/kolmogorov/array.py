@@ -20,7 +20,7 @@ from typing import Any
 
 from ...config import build, to_dict
 from ...run import Run
-from ...run._atomic import write_json
+from ...run.files import write_json
 from .config import Config, run_options
 
 MEMBERS_DIR = "array"

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from ...config import load_file, to_dict
 from ...errors import BadInputError
-from ...run._atomic import write_json
+from ...run.files import write_json
 from ...run.naming import RUN_FILE, make_dir
 from ...run.read import read_info
 from ..common import check_output, load_model_state, load_torch_file, pick_device

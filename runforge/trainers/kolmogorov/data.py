@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from ...errors import BadInputError
-from ...run._atomic import write_json
+from ...run.files import write_json
 from ...run.naming import make_dir
 from ..common import check_output, describe, pick_device
 from .config import Config, DataConfig

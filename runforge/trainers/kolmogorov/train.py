@@ -18,7 +18,7 @@ import torch
 
 from ...config import to_dict
 from ...run import Run
-from ...run._atomic import write_with
+from ...run.files import write_with
 from ..common import cpu_state, load_model_state, load_optimizer_state, pick_device, torch_load
 from .config import Config
 from .data import load_split, random_windows

@@ -148,7 +148,7 @@ def write_mp4(path: Path, frames: list[np.ndarray], fps: int) -> Path:
 def write_png(path: Path, image: np.ndarray) -> Path:
     from PIL import Image
 
-    from ...run._atomic import write_bytes
+    from ...run.files import write_bytes
 
     import io
 

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from ...config import to_dict
 from ...errors import BadInputError
 from ...run import Run
-from ...run._atomic import write_json
+from ...run.files import write_json
 from ..common import torch_load
 from ..state_checks import adam_state, generator_state, integer, tensor
 from .backend import choose_backend, render

@@ -48,7 +48,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     import torch
     from PIL import Image
 
-    from ...run._atomic import write_with
+    from ...run.files import write_with
     from ...run.naming import make_dir
     from ..common import check_output, pick_device, torch_load
     from .config import BEST_CHECKPOINT, CHECKPOINT_DIR

@@ -42,7 +42,7 @@ def _in_range(flag: str, value: int, low: int, high: int) -> None:
 
 
 def cmd_render_views(args: argparse.Namespace) -> int:
-    from ...run._atomic import write_bytes
+    from ...run.files import write_bytes
     from ...run.naming import make_dir
     from ..common import check_output
     from .dataset import MAX_DATASET_PIXELS, image_path, orbit_cameras, read_cameras, write_cameras

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import BadInputError
-from ...run._atomic import read_json_object
+from ...run.files import read_json_object
 from .map_io import shown
 
 MAX_VIEWS = 10_000
@@ -113,7 +113,7 @@ def read_cameras(path: str | os.PathLike[str]) -> list[Camera]:
 
 
 def write_cameras(path: str | os.PathLike[str], cameras: Sequence[Camera]) -> None:
-    from ...run._atomic import write_json
+    from ...run.files import write_json
 
     depth = cameras[0].depth if cameras else "negative_one_to_one"
     write_json(path, {"depth": depth, "views": [c.to_json() for c in cameras]})

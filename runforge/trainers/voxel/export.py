@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ...errors import BadInputError
-from ...run._atomic import read_json_object
+from ...run.files import read_json_object
 from ...run.export import REGISTRY_FILE
 from ...run.export import _load_registry as load_registry
 from ...run.export import export as export_run

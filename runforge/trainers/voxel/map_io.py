@@ -194,6 +194,6 @@ def _finite_float(text: str) -> float:
 
 def write_map(path: str | os.PathLike[str], vmap: VoxelMap, metadata: dict[str, Any] | None = None) -> Path:
     """Write a map.json atomically, in the run layer's JSON style (2-space indent, UTF-8)."""
-    from ...run._atomic import write_json
+    from ...run.files import write_json
 
     return write_json(path, vmap.to_document(metadata))

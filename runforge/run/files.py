@@ -1,4 +1,4 @@
-"""Atomic file writes: temp file in the same directory, flush, fsync, rename.
+"""The file helpers every writer in runforge uses (public: trainers and scripts import them). Atomic writes: temp file in the same directory, flush, fsync, rename.
 
 A reader (or a process killed at any instant) sees either the old file or the
 new one, never half of one.
@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
 from ..errors import BadInputError, RunNotFoundError
-
-TEMP_SUFFIX = ".tmp"  # `.{name}.{random}.tmp`: what a writer killed mid-write leaves behind
+from .layout import TEMP_SUFFIX
 
 
 def _fsync_dir(directory: Path) -> None:
