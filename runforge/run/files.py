@@ -1,4 +1,6 @@
-"""The file helpers every writer in runforge uses (public: trainers and scripts import them). Atomic writes: temp file in the same directory, flush, fsync, rename.
+"""The file helpers every writer in runforge uses (public: trainers and scripts import them).
+
+Atomic writes: temp file in the same directory, flush, fsync, rename.
 
 A reader (or a process killed at any instant) sees either the old file or the
 new one, never half of one.
