@@ -6,7 +6,8 @@
 
 Other rooms add their own subcommands through a `register(commands, data)`
 function in the modules listed in COMMAND_MODULES (imported only if present,
-and never importing torch at module level).
+and never importing torch at module level). A trainer's `cli` module may also
+add to `runforge show` (`show_arguments`, `show_lines`: see runforge.trainers).
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ import importlib
 import importlib.util
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from . import __version__
 from .config import OneLineParser, add_config_arguments, build, load_file, to_dict
 from .errors import ConfigError, RunforgeError
+from .run.layout import CONFIG_FILE, RUN_FILE
 from .trainers import TRAINERS
 
 COMMAND_MODULES = (
@@ -64,8 +67,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     show.add_argument("run", metavar="RUN")
     show.add_argument("--json", action="store_true", help="print JSON instead of text")
     show.add_argument("--step", type=int, help="show the statistics snapshot of this step (default: the latest)")
-    show.add_argument("--plateau", type=int, default=300, metavar="STEPS",
-                      help="warn when the snapshot's adaptive_plateau_counter passes this (default 300)")
+    for trainer in TRAINERS:
+        show_arguments = _trainer_hook(trainer, "show_arguments")
+        if show_arguments is not None:
+            show_arguments(show)
     show.set_defaults(handler=cmd_show)
 
     data = commands.add_parser("data", help="make or render datasets")
@@ -74,6 +79,15 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
         if _module_exists(module_name):
             importlib.import_module(module_name).register(commands, data_commands)
     return parser, data
+
+
+def _trainer_hook(trainer: str, name: str) -> Callable[..., Any] | None:
+    """The function `name` of a trainer's `cli` module; None for an unknown trainer, one without a
+    cli module, or a module without that function."""
+    package = TRAINERS.get(trainer)
+    if package is None or not _module_exists(package + ".cli"):
+        return None
+    return getattr(importlib.import_module(package + ".cli"), name, None)
 
 
 def trainer_parser(name: str, config_module: Any) -> argparse.ArgumentParser:
@@ -125,8 +139,8 @@ def cmd_train(name: str | None, argv: list[str]) -> int:
 
             raise ConfigError(None, RESUME_NEEDS_A_RUN)
     resume_dir = _resume_dir(resume, out)
-    if resume_dir is not None and (resume_dir / "config.json").exists():
-        base = load_file(cls, resume_dir / "config.json", base)
+    if resume_dir is not None and (resume_dir / CONFIG_FILE).exists():
+        base = load_file(cls, resume_dir / CONFIG_FILE, base)
     cfg = build(cls, base, args)
     check_inputs: Callable[[Any], None] | None = getattr(config_module, "check_inputs", None)
     if check_inputs is not None:
@@ -151,8 +165,13 @@ def cmd_train(name: str | None, argv: list[str]) -> int:
     load_checkpoint = getattr(train_module, "load_checkpoint", None)
     if load_checkpoint is not None:
         options["load_checkpoint"] = lambda path: load_checkpoint(path, cfg)  # checked before the run is touched
+    launcher: Callable[[Any], str | None] | None = getattr(config_module, "launcher", None)
+    launch_module = launcher(cfg) if launcher is not None else None
+    # imported before the Run opens, so a launcher that cannot load leaves no run directory behind
+    body: Callable[[Any, Any], None] = (importlib.import_module(f"{TRAINERS[name]}.{launch_module}").launch
+                                        if launch_module else train_module.train)
     with Run(trainer=name, config=to_dict(cfg), **options) as run:
-        train_module.train(cfg, run)
+        body(cfg, run)
     print(f"run {run.status}: {run.dir}")
     return run.exit_code
 
@@ -166,7 +185,7 @@ def _resume_dir(resume: Any, out: str | None) -> Path | None:
     if path.is_dir():
         return path
     for parent in path.resolve().parents:
-        if (parent / "run.json").exists():
+        if (parent / RUN_FILE).exists():
             return parent
     return None
 
@@ -200,11 +219,10 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from .monitor.analysis import plateau_lines
     from .run.snapshots import list_snapshots, load_snapshot, snapshot_at
     from .run import list_images, read_config, read_metrics, read_status
     from .run.read import summarize
-    from .run.snapshot_fields import SNAPSHOT_GROUPS
+    from .run.snapshot_fields import SNAPSHOT_FIELDS
 
     summary = summarize(args.run)
     metrics = read_metrics(args.run)
@@ -242,12 +260,12 @@ def cmd_show(args: argparse.Namespace) -> int:
         console.print(Pretty(report[key]))
     if snapshot is not None:
         console.print(f"[bold]snapshot at step {snapshot_step}[/bold] ({len(report['snapshots'])} snapshots)")
-        key_fields = (SNAPSHOT_GROUPS["quality"] + SNAPSHOT_GROUPS["adaptive"]
-                      + ("total_loss_value", "learning_rate_value"))
-        console.print(Pretty({k: snapshot[k] for k in key_fields if snapshot.get(k) is not None}))
-        if args.step is not None or snapshot.get("adaptive_plateau_counter") is not None:
-            for line in plateau_lines(snapshot, args.plateau):
-                console.print(escape(line))
+        # the trainer's own figures: the live state (SNAPSHOT_FIELDS) is in status above
+        console.print(Pretty({k: v for k, v in snapshot.items() if k not in SNAPSHOT_FIELDS
+                              and v is not None and not isinstance(v, (dict, list))}))
+        show_lines = _trainer_hook(summary.trainer, "show_lines")
+        for line in show_lines(snapshot, args) if show_lines is not None else ():
+            console.print(escape(line))
     console.print(f"[bold]files[/bold] ({len(report['files'])}, {report['images']} images, "
                   f"{len(report['snapshots'])} snapshots, {report['logged_lines']} logged lines)")
     for name in report["files"][:40]:
@@ -258,6 +276,32 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    with warnings.catch_warnings():
+        _damaged_logs_on_stderr()
+        return _main(argv)
+
+
+def _damaged_logs_on_stderr() -> None:
+    """Each `DamagedLogWarning` once, as one `runforge: warning:` line on stderr: Python's own format
+    takes two lines that point into runforge's source, which tells the user nothing."""
+    from .run.metrics import DamagedLogWarning
+
+    shown: set[str] = set()
+    default = warnings.showwarning
+
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+             file: Any = None, line: str | None = None) -> None:
+        if not issubclass(category, DamagedLogWarning):
+            default(message, category, filename, lineno, file, line)
+        elif str(message) not in shown:  # plot and compare read a log once per metric or per run
+            shown.add(str(message))
+            print(f"runforge: warning: {message}", file=sys.stderr)
+
+    warnings.simplefilter("always", DamagedLogWarning)
+    warnings.showwarning = show
+
+
+def _main(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     try:

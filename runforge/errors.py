@@ -4,7 +4,9 @@
     ├── BadInputError             a file or value given by the user is missing or malformed
     │   └── ConfigError           an unknown key or a value of the wrong type in a config
     ├── RunExistsError            --out names a run and neither --resume nor --overwrite was given
-    └── RunNotFoundError          a run directory or checkpoint that should exist does not
+    ├── RunNotFoundError          a run directory or checkpoint that should exist does not
+    └── CheckpointWriteError      a checkpoint or another essential file of a run could not be
+                                  written (a full disk, a folder turned read-only); exit code 1
 
 Every message names the file or value and the problem, on one line.
 """
@@ -37,3 +39,13 @@ class RunExistsError(RunforgeError):
 
 class RunNotFoundError(RunforgeError):
     pass
+
+
+class CheckpointWriteError(RunforgeError):
+    """A checkpoint (or another essential file) could not be written; the run ends failed.
+
+    Not the user's input but the machine: exit code 1, like any other failed run, so a
+    caller tells it from a refused command line (2).
+    """
+
+    exit_code = 1

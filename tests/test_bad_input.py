@@ -119,8 +119,6 @@ SHOW_CASES = [
      ["stats_40.json", "JSON object"]),
     ("snapshot-step-missing", lambda w: None, ["show", "run", "--step", "7"], ["no statistics snapshot at step 7"]),
     ("not-a-run", lambda w: (w / "empty").mkdir(), ["show", "empty"], ["empty", "not a run directory"]),
-    ("log-damaged", lambda w: _write(w / "run" / "train.jsonl", b'[1]\n{"step": 2}\n'), ["show", "run"],
-     ["train.jsonl", "line 1", "JSON object"]),
 ]
 
 

@@ -117,3 +117,16 @@ def test_a_checkpoint_is_listed_only_after_the_log_lines_before_it_are_on_disk(t
     assert len(seen) == 3
     for steps, checkpoint_step in zip(seen, (10, 20, 30)):
         assert steps[:checkpoint_step] == list(range(1, checkpoint_step + 1))
+
+
+def test_a_kill_between_the_index_and_the_deletions_leaves_files_recover_deletes(tmp_dir, monkeypatch):
+    manager = CheckpointManager(tmp_dir, keep_last=1)
+    manager.write(1, {"x": 1}, pickle.dump)
+    monkeypatch.setattr(CheckpointManager, "_delete", lambda self, names: [])  # killed right after the index
+    manager.write(2, {"x": 2}, pickle.dump)
+    monkeypatch.undo()
+    assert sorted(p.name for p in manager.dir.iterdir()) == ["ckpt_1_rank0.pt", "ckpt_2_rank0.pt", "index_rank0.json"]
+    assert CheckpointManager(tmp_dir, keep_last=1).recover() == ["removed retired checkpoint ckpt_1_rank0.pt"]
+    assert sorted(p.name for p in manager.dir.iterdir()) == ["ckpt_2_rank0.pt", "index_rank0.json"]
+    assert read_json(manager.index_path) == {"checkpoints": [{"step": 2, "file": "ckpt_2_rank0.pt",
+                                                                           "metric": None}]}

@@ -84,6 +84,11 @@ def test_train_runs_and_show_in_process(tmp_dir, capsys):
     shown = json.loads(capsys.readouterr().out)
     assert shown["config"]["steps"] == 40 and shown["last_metrics"]["step"] == 40
     assert shown["images"] == 3 and shown["snapshots"] == ["stats_20.json", "stats_40.json"]
+    # toy declares no snapshot vocabulary: the generic fields and its own, none of sr's
+    assert shown["snapshot"]["validation_loss_value"] is not None and shown["snapshot"]["step_current"] == 40
+    assert not [k for k in shown["snapshot"] if k.startswith(("adaptive_", "quality_")) or k == "layer_activity_map"]
+    assert main(["show", runs[0]["dir"]]) == 0
+    assert "plateau" not in capsys.readouterr().out.lower()
 
 
 @dataclass

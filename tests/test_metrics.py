@@ -1,12 +1,14 @@
-"""train.jsonl reading: an unfinished last line is skipped, a damaged middle line is an error."""
+"""train.jsonl reading: an unfinished last line is skipped silently, a damaged line is skipped with a
+warning naming it; planning a resume refuses a damaged line instead, since it rewrites the file."""
 
 import json
+import math
 
 import pytest
 
 import runforge
 from runforge.errors import BadInputError
-from runforge.run.metrics import encode_line, plan_truncation
+from runforge.run.metrics import DamagedLogWarning, damage_message, encode_line, plan_truncation, scan_metrics
 
 
 def test_unfinished_last_line_is_skipped(tmp_path):
@@ -16,10 +18,44 @@ def test_unfinished_last_line_is_skipped(tmp_path):
     assert [line["step"] for line in runforge.read_metrics(tmp_path)] == [1, 2]
 
 
-def test_a_damaged_line_in_the_middle_is_not_silently_skipped(tmp_path):
+def test_a_damaged_line_in_the_middle_is_skipped_with_a_warning_naming_it(tmp_path):
     (tmp_path / "train.jsonl").write_bytes(b'{"step": 1}\n{"step": 2, "ti\n{"step": 3}\n')
-    with pytest.raises(BadInputError, match=r"train.jsonl: line \d+ is not valid JSON"):
-        runforge.read_metrics(tmp_path)
+    with pytest.warns(DamagedLogWarning) as caught:
+        records = runforge.read_metrics(tmp_path)
+    assert [line["step"] for line in records] == [1, 3]
+    assert [str(w.message) for w in caught] == [f"{tmp_path / 'train.jsonl'}: line 2 is not valid JSON; skipped it"]
+
+
+def test_scan_names_every_damaged_line_by_its_number_in_the_file(tmp_path):
+    path = tmp_path / "train.jsonl"
+    # blank lines count, as in an editor; a complete last line without its newline is read
+    path.write_bytes(b'{"step": 1}\n\n[1, 2]\n{"step": 4, "x": NaN}\n\xff\xfe\n{"step": 6}')
+    records, damaged = scan_metrics(path)
+    assert [line["step"] for line in records] == [1, 4, 6] and math.isnan(records[1]["x"])
+    assert damaged == [(3, "not a JSON object"), (5, "not valid JSON")]
+    path.write_bytes(b'{"step": 1}\n[1, 2]')  # complete, so not a line cut short: damaged
+    assert scan_metrics(path) == ([{"step": 1}], [(2, "not a JSON object")])
+
+
+def test_a_log_of_many_damaged_lines_gives_one_line_that_counts_the_rest():
+    message = damage_message("run/train.jsonl", [(n, "not valid JSON") for n in range(10, 22)])
+    assert "\n" not in message and message.startswith("run/train.jsonl: skipped 12 damaged lines: 10 (not valid JSON), ")
+    assert message.endswith("14 (not valid JSON) and 7 more")
+
+
+def test_planning_a_resume_refuses_a_damaged_line_and_changes_nothing(tmp_path):
+    path = tmp_path / "train.jsonl"
+    data = b'{"step": 1}\n{"step": 2, "ti\n{"step": 3}\n{"st'
+    path.write_bytes(data)
+    with pytest.raises(BadInputError, match=r"train.jsonl: line 2 is not valid JSON; .*mend or delete that line"):
+        plan_truncation(path, 1)
+    assert path.read_bytes() == data
+    path.write_bytes(b'{"step": 1}\n"text"\n')
+    with pytest.raises(BadInputError, match=r"line 2 is not a JSON object"):
+        plan_truncation(path, 1)
+    path.write_bytes(b'{"step": 1}\n{"st\n  ')  # ended by a newline, so finished, and damaged
+    with pytest.raises(BadInputError, match=r"line 2 is not valid JSON"):
+        plan_truncation(path, 1)
 
 
 def test_truncate_after_keeps_steps_up_to_the_checkpoint_and_returns_the_clock(tmp_path):

@@ -3,6 +3,8 @@ project's own error: config files, train.jsonl, statistics snapshots, the checkp
 
 import json
 import math
+import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Optional
@@ -13,7 +15,7 @@ from hypothesis import strategies as st
 from runforge.config import build, load_file, option
 from runforge.errors import RunforgeError
 from runforge.run.checkpoints import CheckpointManager
-from runforge.run.metrics import plan_truncation, read_metrics
+from runforge.run.metrics import DamagedLogWarning, plan_truncation, read_metrics, scan_metrics
 from runforge.run.snapshots import load_snapshot
 from runforge.trainers.toy.config import Config as ToyConfig
 
@@ -93,24 +95,57 @@ lines = st.one_of(json_values.map(_json_text), st.sampled_from(['{"step": 1, "ti
                             st.integers(min_value=-5, max_value=50), st.floats(allow_nan=False, allow_infinity=False)))
 
 
+def _reference_read(data):
+    """The reading rule, one line at a time with the json module: what the fast path must agree with."""
+    records, damaged = [], []
+    parts = data.split(b"\n")
+    for number, line in enumerate(parts, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except (ValueError, RecursionError):
+            if number < len(parts):  # the text after the last newline is a line not yet finished
+                damaged.append((number, "not valid JSON"))
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+        else:
+            damaged.append((number, "not a JSON object"))
+    return records, damaged
+
+
+def _same(a, b):
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)  # NaN == NaN here
+
+
 @SETTINGS
 @given(st.lists(lines, max_size=8), st.booleans(), st.integers(min_value=0, max_value=40))
-def test_train_jsonl_reads_or_raises_and_planning_a_resume_never_writes(tmp_path, body, trailing_newline, step):
+def test_train_jsonl_reads_by_the_rule_and_planning_a_resume_never_writes(tmp_path, body, trailing_newline, step):
     path = tmp_path / "train.jsonl"
     data = ("\n".join(body) + ("\n" if trailing_newline else "")).encode("utf-8", "surrogatepass")
     path.write_bytes(data)
-    try:
-        records = read_metrics(path)
-    except RunforgeError as exc:
-        assert str(path) in str(exc)
+    records, damaged = scan_metrics(path)
+    expected_records, expected_damaged = _reference_read(data)
+    assert _same(records, expected_records) and damaged == expected_damaged
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert _same(read_metrics(path), records)
+    if damaged:  # one warning, on one line, naming the file and the first damaged line
+        [warning] = caught
+        message = str(warning.message)
+        assert issubclass(warning.category, DamagedLogWarning) and "\n" not in message
+        assert message.startswith(f"{path}: ") and re.search(rf"\b{damaged[0][0]}\b", message[len(str(path)):])
     else:
-        assert all(isinstance(r, dict) for r in records)
+        assert caught == []
     try:
         plan = plan_truncation(path, step)
-    except RunforgeError:
-        pass
-    else:
-        assert all(isinstance(line, bytes) for line in plan.kept) and plan.dropped >= 0
+    except RunforgeError as exc:
+        assert damaged and str(path) in str(exc) and f"line {damaged[0][0]} " in str(exc)
+    else:  # only a log without damaged lines is planned: the rewrite keeps every line up to `step`
+        assert not damaged and all(isinstance(line, bytes) for line in plan.kept) and plan.dropped >= 0
+        kept = [json.loads(line) for line in plan.kept]
+        assert _same(kept, [r for r in records if not (isinstance(r.get("step"), int) and r["step"] > step)])
     assert path.read_bytes() == data
 
 

@@ -1,10 +1,10 @@
-"""A run directory holds exactly what run-layout.md lists, written by the public API."""
+"""A run directory holds exactly what docs/run-layer.md lists, written by the public API."""
 
 import json
 import re
 
 import runforge
-from runforge.run import read_status
+from runforge.run import list_snapshots, read_status
 
 from conftest import read_json
 
@@ -59,6 +59,58 @@ def test_images_dir_moves_the_pngs_and_readers_follow_it(tmp_dir):
     assert not (run.dir / "images").exists()
     assert read_json(run.dir / "run.json")["images_dir"] == "samples"
     assert [p.relative_to(run.dir).as_posix() for p in runforge.run.list_images(run.dir)] == ["samples/step_0007_samples.png"]
+
+
+def test_a_snapshot_carries_the_fields_its_run_declares_and_run_json_records_them(tmp_dir):
+    from runforge.run.snapshot_fields import SNAPSHOT_FIELDS, SNAPSHOT_GROUPS
+
+    with runforge.Run(out="plain", steps=5) as run:  # a user's script: no declaration
+        path = run.snapshot(5, {"loss_valid": 0.5})
+    plain = read_json(path)
+    assert list(plain) == [*SNAPSHOT_FIELDS, "loss_valid"] and plain["step_max"] == 5
+    assert not [key for key in plain if key.startswith(("adaptive_", "quality_")) or key.endswith("_loss_value")]
+    assert read_json(run.dir / "run.json")["snapshot_groups"] == {k: list(v) for k, v in SNAPSHOT_GROUPS.items()}
+
+    groups = {"validation": ("psnr", "ssim", "lpips", "ellipse_time", "num_GS")}
+    with runforge.Run(out="declared", snapshot_groups=groups) as run:
+        path = run.snapshot(7, {"psnr": 24.5, "ssim": 0.8, "ellipse_time": 0.01, "num_GS": 900})
+    data = read_json(path)
+    assert list(data) == ["step_current", "last_update_time", "psnr", "ssim", "lpips", "ellipse_time", "num_GS"]
+    assert data["step_current"] == 7 and data["lpips"] is None
+    recorded = {"run": ["step_current", "last_update_time"], "validation": list(groups["validation"])}
+    assert read_json(run.dir / "run.json")["snapshot_groups"] == recorded
+
+    info = read_json(run.dir / "run.json")  # a run from before declarations: run.json has none
+    del info["snapshot_groups"]
+    (run.dir / "run.json").write_text(json.dumps(info))
+    with runforge.Run(out="declared", resume=True, snapshot_groups=groups):
+        pass
+    assert read_json(run.dir / "run.json")["snapshot_groups"] == recorded
+
+
+def test_a_bad_declaration_is_refused_before_anything_is_written(tmp_dir):
+    for bad in ({"a": "psnr"}, {"a": ["psnr"], "b": ["psnr"]}):
+        try:
+            runforge.Run(out="r", snapshot_groups=bad)
+        except ValueError:
+            pass
+        else:
+            raise AssertionError(f"{bad} was accepted")
+    assert not (tmp_dir / "r").exists()
+
+
+def test_snapshots_are_read_where_run_json_says_else_from_stats(tmp_dir):
+    with runforge.Run(out="r", snapshot_dir="Learn", snapshot_pattern="Statistik_{step}.json") as run:
+        run.snapshot(4, {})
+    assert [(step, path.name) for step, path in list_snapshots(run.dir)] == [(4, "Statistik_4.json")]
+    info = read_json(run.dir / "run.json")
+    for key in ("snapshot_dir", "snapshot_pattern"):
+        del info[key]
+    (run.dir / "run.json").write_text(json.dumps(info))
+    assert list_snapshots(run.dir) == []  # Learn/ is the sr trainer's folder, not a default
+    (run.dir / "stats").mkdir()
+    (run.dir / "stats" / "stats_9.json").write_text("{}")
+    assert [step for step, _ in list_snapshots(run.dir)] == [9]
 
 
 def test_names_count_runs_in_root_and_out_is_used_as_is(tmp_dir):

@@ -1,6 +1,7 @@
-"""Seed 002's analyses as functions: compare runs at a step, CSV export, progress plot, plateau check.
+"""Run analyses as functions: compare runs at a step, CSV export, progress plot.
 
-The CLI (`runforge compare|csv|plot|show`) and the dashboard's compare page call these.
+The CLI (`runforge compare|csv|plot|show`) and the dashboard's compare page call these. The
+plateau warning of `runforge show` belongs to the sr trainer (`runforge.trainers.sr.cli`).
 """
 
 from __future__ import annotations
@@ -15,21 +16,17 @@ from typing import Any, Callable, Iterable, Sequence
 from ..errors import BadInputError
 from ..run.metrics import read_metrics
 from ..run.read import read_info
-from ..run.snapshot_fields import SNAPSHOT_FIELDS
 from ..run.snapshots import flatten, is_number, list_snapshots, load_snapshot
-
-PLATEAU_WARNING_STEPS = 300
-"""Seed 002 warns when `adaptive_plateau_counter` passes this many steps."""
 
 
 def ordered_fields(records: Iterable[dict[str, Any]]) -> list[str]:
-    """Union of the keys, snapshot fields first in their documented order, then first-seen order."""
+    """Union of the keys in first-seen order: a snapshot lists its run's declared fields in the
+    declared order, so its columns keep that order."""
     seen: dict[str, None] = {}
     for record in records:
         for key in record:
             seen.setdefault(key, None)
-    known = [f for f in SNAPSHOT_FIELDS if f in seen]
-    return known + [f for f in seen if f not in SNAPSHOT_FIELDS]
+    return list(seen)
 
 
 def _select(fields: list[str], wanted: Sequence[str] | None, where: str) -> list[str]:
@@ -160,7 +157,7 @@ def default_plot_metrics(run_dir: Path, limit: int = 8) -> list[str]:
 
 
 def plot(run_dirs: Sequence[Path], metrics: Sequence[str] | None, log_y: bool = False) -> bytes:
-    """A PNG with one panel per metric and every run overlaid (seed 002's training_progress.png)."""
+    """A PNG with one panel per metric and every run overlaid (`runforge plot`, training_progress.png by default)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -198,24 +195,6 @@ def plot(run_dirs: Sequence[Path], metrics: Sequence[str] | None, log_y: bool = 
     figure.savefig(png, format="png", dpi=100)
     plt.close(figure)
     return png.getvalue()
-
-
-def plateau_lines(snapshot: dict[str, Any], threshold: int = PLATEAU_WARNING_STEPS) -> list[str]:
-    """Seed 002's plateau check on one snapshot."""
-    plateau = snapshot.get("adaptive_plateau_counter")
-    if not is_number(plateau):
-        return ["plateau: this run reports no adaptive_plateau_counter"]
-    if plateau > threshold:
-        lines = [f"⚠️  WARNING: Plateau detected for {plateau} steps!"]
-        boost = snapshot.get("adaptive_lr_boost_available")
-        if boost is None:
-            lines.append("   (the run reports no adaptive_lr_boost_available)")
-        elif boost:
-            lines.append("   LR Boost is available and will trigger soon")
-        else:
-            lines.append("   LR Boost is on cooldown")
-        return lines
-    return [f"✅ Training is progressing (plateau: {plateau} steps)"]
 
 
 def resolve_run(path: str | os.PathLike[str]) -> Path:

@@ -25,17 +25,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 from ..errors import BadInputError, RunNotFoundError
-from ..run.metrics import METRICS_FILE
-from ..run.naming import RUN_FILE
+from ..run.layout import METRICS_FILE, RUN_FILE, STATUS_FILE, checkpoint_index
 from ..run.read import list_images, read_info, read_status, summarize
-from ..run.snapshots import best_metric, list_snapshots, load_snapshot
+from ..run.snapshots import best_metric, list_snapshots, load_snapshot, snapshot_folder
 
 if TYPE_CHECKING:
     from .series import MetricStore  # numpy: only the dashboard needs it, not `runforge runs`
 
 _SEGMENT = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]*$")
-STATUS_FILE = "status.json"
-CHECKPOINT_INDEX = "ckpts/index_rank0.json"
 """The file `best_metric` falls back to."""
 
 
@@ -129,12 +126,12 @@ def resume_command(trainer: str, run_dir: str) -> str:
 def run_row(entry: RunEntry, *, confine: bool = False) -> dict[str, Any]:
     """One line of the runs table: name, trainer, status, step/max, ETA, best metric, started.
     `confine`: read only what lies inside the run (the dashboard); the CLI also follows a
-    snapshot folder outside it (seed 002's learn directory)."""
+    snapshot folder outside it (sr's `--learn_dir`)."""
     summary = summarize(entry.dir)
     snapshots = entry.snapshots() if confine else list_snapshots(entry.dir)
     latest = _latest_snapshot(snapshots)
     best = best_metric(latest[1] if latest else None, entry.dir)
-    if confine and best is not None and best[0] != "best_quality_ever" and entry.path(CHECKPOINT_INDEX) is None:
+    if confine and best is not None and best[0] != "best_quality_ever" and entry.path(checkpoint_index(0)) is None:
         best = None  # read from a checkpoint index that links out of the run
     row = summary.to_dict()
     paused = summary.status == "running" and bool((read_status(entry.dir) or {}).get("training_paused"))
@@ -174,18 +171,19 @@ def run_rows(roots: Iterable[str | os.PathLike[str]]) -> list[dict[str, Any]]:
     return rows
 
 
-_ROW_SOURCES = (RUN_FILE, STATUS_FILE, "stats", "Learn")
-"""A finished run's row is read again only when one of these changed."""
+_ROW_SOURCES = (RUN_FILE, STATUS_FILE)
+"""A finished run's row is read again only when one of these, or its snapshot folder, changed."""
 
 
-def _stamp(run_dir: Path) -> tuple[int, ...]:
-    stamp = []
-    for name in _ROW_SOURCES:
-        try:
-            stamp.append(os.stat(os.path.join(run_dir, name)).st_mtime_ns)
-        except OSError:
-            stamp.append(0)
-    return tuple(stamp)
+def _mtime(path: str) -> int:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return 0
+
+
+def _stamp(run_dir: Path, snapshot_dir: str) -> tuple[int, ...]:
+    return tuple(_mtime(os.path.join(run_dir, name)) for name in (*_ROW_SOURCES, snapshot_dir))
 
 
 class Catalog:
@@ -202,6 +200,7 @@ class Catalog:
         self._entries: dict[str, RunEntry] = {}
         self._stores: dict[Path, MetricStore] = {}
         self._rows: dict[Path, tuple[tuple[int, ...], dict[str, Any]]] = {}
+        self._snapshot_dirs: dict[Path, tuple[int, str]] = {}
 
     def entries(self) -> list[RunEntry]:
         """Scan the roots again; a run's key is its directory name (made unique across roots)."""
@@ -252,7 +251,7 @@ class Catalog:
     def row(self, entry: RunEntry) -> dict[str, Any] | None:
         """The run's table row; a finished run's is cached until its files change (a running
         run's status depends on the clock: a lost heartbeat turns it `crashed`)."""
-        stamp = _stamp(entry.dir)
+        stamp = _stamp(entry.dir, self._snapshot_dir(entry.dir))
         hit = self._rows.get(entry.dir)
         if hit is not None and hit[0] == stamp and hit[1]["status"] != "running":
             row = hit[1]
@@ -263,6 +262,15 @@ class Catalog:
                 return None
             self._rows[entry.dir] = (stamp, row)
         return {**row, "key": entry.key, "root": str(entry.root)}
+
+    def _snapshot_dir(self, run_dir: Path) -> str:
+        # run.json names the folder; it is parsed again only when it changed, as a table of a
+        # thousand runs is stamped every second
+        info_mtime = _mtime(os.path.join(run_dir, RUN_FILE))
+        known = self._snapshot_dirs.get(run_dir)
+        if known is None or known[0] != info_mtime:
+            known = self._snapshot_dirs[run_dir] = (info_mtime, snapshot_folder(run_dir))
+        return known[1]
 
     def warm(self, limit: int) -> None:
         """Read the metrics of the newest runs ahead of time: the first chart of a big run is then

@@ -1,6 +1,6 @@
 """`runforge serve | ctl | compare | csv | plot`: watching, steering and analysing runs.
 
-Seed 002's analysis examples, one command each:
+The usual analyses of an sr run's snapshots, one command each (docs/monitor.md):
 
     runforge csv RUN --source stats --field quality_improvement_value,quality_ki_value   # improvement over time
     runforge show RUN --step 7500                                   # plateau warning (+ the snapshot's key fields)
@@ -187,6 +187,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_ctl(args: argparse.Namespace) -> int:
     from ..run import control
+    from ..run.layout import CONTROL_DIR
     from ..run.read import summarize
     from .analysis import resolve_run
     from .catalog import resume_command
@@ -202,7 +203,7 @@ def cmd_ctl(args: argparse.Namespace) -> int:
     try:
         path = control.send(args.run, args.command)
     except OSError as exc:
-        raise BadInputError(Path(args.run) / control.CONTROL_DIR,
+        raise BadInputError(Path(args.run) / CONTROL_DIR,
                             f"cannot be written ({exc.strerror or exc})") from None
     deadline = time.monotonic() + args.wait
     step = control.taken_step(path)
@@ -255,6 +256,7 @@ def _cell(value: Any) -> str:
 
 
 def cmd_csv(args: argparse.Namespace) -> int:
+    from ..run.layout import METRICS_FILE
     from .analysis import resolve_run, table_rows, to_csv
 
     run_dir = resolve_run(args.run)
@@ -262,7 +264,7 @@ def cmd_csv(args: argparse.Namespace) -> int:
     output = _check_output(args.output, [run_dir]) if args.output is not None else None
     rows = table_rows(run_dir, args.source)
     if not rows:
-        what = "statistics snapshots" if args.source == "stats" else "lines in train.jsonl"
+        what = "statistics snapshots" if args.source == "stats" else f"lines in {METRICS_FILE}"
         raise BadInputError(args.run, f"has no {what}")
     text = to_csv(rows, fields, args.run)
     if output is not None:

@@ -8,16 +8,17 @@ read again from the start.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import threading
 from array import array
 from pathlib import Path
 from stat import S_ISREG
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
+
+from ..run.metrics import DAMAGE_NAMED, PARSE_CHUNK_BYTES, Damage, damage_message, parse_lines, pieces
 
 NOT_CHARTED = ("step", "time", "nonfinite")
 """Keys of a train.jsonl line that are not metrics."""
@@ -62,6 +63,9 @@ class MetricStore:
         self._identity: tuple[int, int] | None = None
         self._offset = 0
         self._lines = 0
+        self._line_number = 0  # newline-terminated lines read, damaged and blank ones included
+        self._damaged: list[Damage] = []  # the first few, to name them
+        self._damaged_total = 0
         self._last_step: int | None = None
         self._columns: dict[str, tuple[array, array]] = {}
         self._arrays: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -78,6 +82,13 @@ class MetricStore:
     @property
     def last_step(self) -> int | None:
         return self._last_step
+
+    @property
+    def warnings(self) -> list[str]:
+        """One line naming the damaged lines left out of the columns, if there are any."""
+        if not self._damaged_total:
+            return []
+        return [damage_message(self.path.name if self.path else "", self._damaged, self._damaged_total)]
 
     def refresh(self) -> None:
         """Read what was appended since the last call (or everything, if the file was replaced)."""
@@ -107,15 +118,19 @@ class MetricStore:
             if end < 0:
                 return  # only part of a line so far: the writer has not finished it
             self._offset += end + 1
-            for chunk in _chunks(data, end + 1):
-                self._add(_parse_lines(chunk))
+            for piece in pieces(data, end + 1, PARSE_CHUNK_BYTES):
+                # inexact: the columns are float64, so a 20-digit integer is rounded there in any case
+                parsed = parse_lines(piece, self._line_number + 1, exact=False)
+                self._line_number += parsed.lines
+                if parsed.damaged:
+                    self._damaged_total += len(parsed.damaged)
+                    self._damaged += parsed.damaged[:DAMAGE_NAMED - len(self._damaged)]
+                self._add(parsed.records)
             self._arrays.clear()
 
-    def _add(self, records: list[Any]) -> None:
+    def _add(self, records: list[dict[str, Any]]) -> None:
         add = self._add_value
         for record in records:
-            if type(record) is not dict:
-                continue
             step = record.get("step")
             if type(step) is not int:
                 continue
@@ -180,40 +195,3 @@ class MetricStore:
         shown = len(x)
         x, y = downsample(x, y, max_points)
         return {"x": x.astype(np.int64).tolist(), "y": y.tolist(), "points": total, "in_range": shown}
-
-
-try:
-    from orjson import loads as _loads  # ~2x faster than the json module on metric lines
-except ImportError:  # pragma: no cover - orjson is a dependency; the json module is the fallback
-    _loads = json.loads
-
-
-PARSE_CHUNK_BYTES = 1 << 20
-"""Lines are parsed a megabyte at a time: one parser call holds the GIL throughout, and the
-server must keep answering other requests while it reads a big log."""
-
-
-def _chunks(data: bytes, end: int) -> Iterator[bytes]:
-    start = 0
-    while start < end:
-        stop = data.find(b"\n", min(start + PARSE_CHUNK_BYTES, end - 1)) + 1
-        if stop <= 0 or stop > end:
-            stop = end
-        yield data[start:stop]
-        start = stop
-
-
-def _parse_lines(data: bytes) -> list[Any]:
-    # One call over the whole chunk, as a JSON array, is much faster than one call per line.
-    try:
-        return _loads(b"[" + data.rstrip(b"\n").replace(b"\n", b",") + b"]")
-    except ValueError:  # orjson.JSONDecodeError is a ValueError too
-        pass
-    records = []
-    for line in data.split(b"\n"):
-        if line.strip():
-            try:
-                records.append(json.loads(line))  # also takes the NaN a hand-written log may hold
-            except ValueError:
-                continue  # a damaged line: the rest of the log is still worth showing
-    return records

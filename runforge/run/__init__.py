@@ -6,7 +6,8 @@ from .export import export
 from .metrics import read_metrics
 from .read import list_images, list_runs, metrics_frame, read_config, read_info, read_status
 from .snapshots import latest_snapshot, list_snapshots, load_snapshot, snapshot_at
-from .run import CheckpointWriteError, Control, Run
+from ..errors import CheckpointWriteError
+from .run import Control, Run
 
 __all__ = [
     "CheckpointManager",

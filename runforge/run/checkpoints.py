@@ -16,6 +16,9 @@ A kill at any instant leaves a state `recover` repairs on resume:
   renamed into place and the index rewritten. A staged file still present is the
   newest checkpoint and is adopted; the index never names a step the file does
   not hold.
+- retention lists the files it is about to delete as `retiring` in the index
+  before deleting them; a kill in between leaves them to `recover`, which
+  deletes what is still there.
 A damaged index is a `BadInputError` naming it, never an empty list: resuming
 from step 0 would silently discard the run's log.
 
@@ -36,10 +39,10 @@ from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, Callable, Literal
 
 from ..errors import BadInputError
-from .files import TEMP_SUFFIX, commit, stage_with, write_json
+from .files import commit, stage_with, write_json
+from .layout import CHECKPOINT_DIR, CHECKPOINT_INDEX_PATTERN, CHECKPOINT_PATTERN, TEMP_SUFFIX
 
 SaveFn = Callable[[Any, BinaryIO], Any]
-INDEX_PATTERN = "index_rank{rank}.json"
 
 
 @dataclass(frozen=True)
@@ -54,8 +57,8 @@ class CheckpointManager:
         self,
         run_dir: Path,
         *,
-        folder: str = "ckpts",
-        pattern: str = "ckpt_{step}_rank{rank}.pt",
+        folder: str = CHECKPOINT_DIR,
+        pattern: str = CHECKPOINT_PATTERN,
         rank: int = 0,
         keep_last: int | None = 3,
         keep_every: int | None = None,
@@ -73,7 +76,7 @@ class CheckpointManager:
         self.keep_last = keep_last
         self.keep_every = keep_every
         self.mode = mode
-        self.index_path = self.dir / INDEX_PATTERN.format(rank=rank)
+        self.index_path = self.dir / CHECKPOINT_INDEX_PATTERN.format(rank=rank)
         self._lock = threading.Lock()
 
     def path_for(self, step: int) -> Path:
@@ -81,10 +84,14 @@ class CheckpointManager:
 
     def entries(self) -> list[dict[str, Any]]:
         """The index: checkpoints this run wrote and kept, oldest first (BadInputError if it is damaged)."""
+        return self._read_index()[0]
+
+    def _read_index(self) -> tuple[list[dict[str, Any]], list[str]]:
+        """(checkpoints, files being retired) of the index; BadInputError if it is damaged."""
         try:
             text = self.index_path.read_text(encoding="utf-8")
         except FileNotFoundError:
-            return []
+            return [], []
         except (OSError, UnicodeDecodeError) as exc:
             raise BadInputError(self.index_path, f"checkpoint index cannot be read ({exc})") from None
         try:
@@ -98,7 +105,10 @@ class CheckpointManager:
             problem = _entry_problem(entry)
             if problem:
                 raise BadInputError(self.index_path, f"checkpoint index entry {position} {problem}")
-        return checkpoints
+        retiring = data.get("retiring", [])
+        if not isinstance(retiring, list) or any(_name_problem(name) for name in retiring):
+            raise BadInputError(self.index_path, '"retiring" must be a list of file names inside the checkpoint folder')
+        return checkpoints, retiring
 
     def _resolve(self, entry: dict[str, Any]) -> Path | None:
         """The file holding this entry's state (a staged one until it is renamed), or None if it is gone."""
@@ -149,21 +159,34 @@ class CheckpointManager:
                 staged_name = staged.relative_to(self.dir).as_posix()
                 self._write_index([dict(e, staged=staged_name) if e is entry else e for e in kept])
             commit(staged, path)
-            # The index before the deletions: a kill between the two leaves an unlisted file, never a listed missing one.
-            self._write_index(kept)
-            for old in entries:
-                if old["step"] not in keep:
-                    try:
-                        (self.dir / old["file"]).unlink()
-                    except FileNotFoundError:
-                        pass
+            # The index before the deletions, naming them: a kill between the two leaves files recover deletes,
+            # never a listed missing one.
+            retiring = [old["file"] for old in entries if old["step"] not in keep]
+            self._write_index(kept, retiring)
+            self._delete(retiring)
         return path
+
+    def _delete(self, names: list[str]) -> list[str]:
+        """Delete these files of the checkpoint folder; returns the ones that were there."""
+        deleted = []
+        for name in names:
+            try:
+                (self.dir / name).unlink()
+            except (FileNotFoundError, IsADirectoryError):
+                continue
+            deleted.append(name)
+        return deleted
 
     def recover(self) -> list[str]:
         """Repair what a kill left (see the module docstring); returns what was done, one line per file."""
         done: list[str] = []
         with self._lock:
-            entries = self.entries()
+            entries, retiring = self._read_index()
+            listed_files = {e["file"] for e in entries}
+            for name in self._delete([name for name in retiring if name not in listed_files]):
+                done.append(f"removed retired checkpoint {name}")
+            if retiring:
+                self._write_index(entries)
             if any("staged" in e for e in entries):
                 for entry in entries:
                     staged = entry.pop("staged", None)
@@ -198,8 +221,8 @@ class CheckpointManager:
         mapping = {"{step}": r"\d+", "{rank}": str(self.rank)}
         return re.compile("".join(mapping.get(part, re.escape(part)) for part in parts))
 
-    def _write_index(self, entries: list[dict[str, Any]]) -> None:
-        write_json(self.index_path, {"checkpoints": entries})
+    def _write_index(self, entries: list[dict[str, Any]], retiring: list[str] | None = None) -> None:
+        write_json(self.index_path, {"checkpoints": entries, **({"retiring": retiring} if retiring else {})})
 
     def _keep(self, entries: list[dict[str, Any]]) -> set[int]:
         steps = [e["step"] for e in entries]
@@ -233,12 +256,19 @@ def _entry_problem(entry: Any) -> str | None:
         name = entry.get(key)
         if key == "staged" and name is None:
             continue
-        if not isinstance(name, str) or not name:
-            return f"has no valid {key} ({name!r})"
-        relative = PurePosixPath(name)
-        if relative.is_absolute() or ".." in relative.parts or "\\" in name:
-            return f"{key} {name!r} leaves the checkpoint folder"
+        problem = _name_problem(name)
+        if problem:
+            return f"{key} {problem}"
     metric = entry.get("metric")
     if metric is not None and (isinstance(metric, bool) or not isinstance(metric, (int, float)) or not math.isfinite(metric)):
         return f"has a metric that is not a finite number ({metric!r})"
+    return None
+
+
+def _name_problem(name: Any) -> str | None:
+    if not isinstance(name, str) or not name:
+        return f"is not a file name ({name!r})"
+    relative = PurePosixPath(name)
+    if relative.is_absolute() or ".." in relative.parts or "\\" in name:
+        return f"{name!r} leaves the checkpoint folder"
     return None

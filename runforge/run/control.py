@@ -16,10 +16,9 @@ import time
 from pathlib import Path
 
 from .files import write_bytes, write_json
+from .layout import CONTROL_DIR, RECEIPT_SUFFIX
 
-CONTROL_DIR = "control"
 COMMANDS = ("pause", "resume", "validate", "save", "stop")
-RECEIPT_SUFFIX = ".taken"
 RECEIPT_LIFETIME_S = 60.0
 
 

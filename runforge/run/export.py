@@ -22,12 +22,9 @@ from typing import Any, Mapping
 
 from ..errors import BadInputError
 from .files import write_json
-from .metrics import METRICS_FILE, read_metrics
-from .naming import RUN_FILE
+from .layout import CONFIG_FILE, METADATA_FILE, METRICS_FILE, REGISTRY_FILE, RUN_FILE
+from .metrics import read_metrics
 from .run import utc_now
-
-REGISTRY_FILE = "registry.json"
-METADATA_FILE = "training_metadata.json"
 
 
 def _taken(registry: Path, prefix: str, source: str) -> int:
@@ -55,7 +52,7 @@ def export(
 
     Args:
         run_dir: the run being exported.
-        registry: the registry folder (seed 000: `maps`).
+        registry: the registry folder (`runforge export` for voxel uses `maps`).
         prefix, source: name parts (`trained_map`, 1 -> `trained_map_1_X`).
         files: destination name inside the export -> source file (e.g. {"map.json": run/final_map.json}).
             train.jsonl is always copied.
@@ -102,7 +99,7 @@ def export(
                 "final_metrics": metrics[-1] if metrics else None,
                 "created_at": utc_now(),
                 "run_created_at": run_info.get("created_at"),
-                "config": _read_json_or(run_dir / "config.json", None),
+                "config": _read_json_or(run_dir / CONFIG_FILE, None),
                 "files": sorted(sources),
                 **dict(metadata or {}),
             }

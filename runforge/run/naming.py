@@ -15,6 +15,7 @@ from typing import Any
 
 from ..errors import BadInputError, RunNotFoundError
 from .files import write_bytes
+from .layout import RUN_FILE
 
 ADJECTIVES = (
     "amber autumn bold brisk calm crimson dainty dashing eager earthy fancy fiery fluent frosty gentle "
@@ -30,7 +31,6 @@ NOUNS = (
 ).split()
 
 ID_ALPHABET = string.ascii_lowercase + string.digits
-RUN_FILE = "run.json"
 
 
 def new_id(length: int = 8) -> str:

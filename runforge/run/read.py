@@ -12,8 +12,8 @@ from typing import Any
 
 from ..errors import BadInputError, RunNotFoundError
 from . import system
+from .layout import CONFIG_FILE, IMAGES_DIR, RUN_FILE, STATUS_FILE
 from .metrics import read_metrics
-from .naming import RUN_FILE
 
 HEARTBEAT_STALE_SECONDS = 30.0
 """status.json is rewritten every second by a live run's writer thread, even while it
@@ -56,12 +56,12 @@ def read_info(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def read_config(run_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
-    config = _load(Path(run_dir) / "config.json")
+    config = _load(Path(run_dir) / CONFIG_FILE)
     return config if isinstance(config, dict) else None
 
 
 def read_status(run_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
-    status = _load(Path(run_dir) / "status.json")
+    status = _load(Path(run_dir) / STATUS_FILE)
     return status if isinstance(status, dict) else None
 
 
@@ -123,7 +123,7 @@ def list_images(run_dir: str | os.PathLike[str]) -> list[Path]:
     """The PNGs `Run.image` wrote: in run.json's `images_dir` (`images` for runs that do not say)."""
     info = _load(Path(run_dir) / RUN_FILE)
     folder = info.get("images_dir") if isinstance(info, dict) else None
-    directory = Path(run_dir) / (folder if isinstance(folder, str) and folder else "images")
+    directory = Path(run_dir) / (folder if isinstance(folder, str) and folder else IMAGES_DIR)
     return sorted(directory.glob("*.png")) if directory.is_dir() else []
 
 

@@ -1,8 +1,9 @@
-"""Finding and reading a run's statistics snapshots (`stats/stats_{step}.json`, `Learn/Statistik_{step}.json`).
+"""Finding and reading a run's statistics snapshots (`stats/stats_{step}.json` by default).
 
-The folder and name pattern are options of every trainer. A run records them in
-run.json (`snapshot_dir`, `snapshot_pattern`); runs that do not are searched in
-the folders the trainers use by default.
+The folder and name pattern are options of every trainer (sr writes `Learn/Statistik_{step}.json`,
+splat `stats/val_step{step}.json`). A run records them in run.json (`snapshot_dir`,
+`snapshot_pattern`) and the readers go where it says; a run that records no folder is read from
+the run layer's default `stats/`, and one that records no pattern takes any `*_{step}.json` there.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from typing import Any
 
 from ..errors import BadInputError, RunNotFoundError
 from .files import read_json_object
+from .layout import RUN_FILE, SNAPSHOT_DIR, checkpoint_index
 
-DEFAULT_FOLDERS = ("stats", "Learn")
 _ANY_STEP = re.compile(r"^(?:.*?[_\-])?(\d+)\.json$")
 
 
@@ -28,7 +29,7 @@ def _pattern_regex(pattern: str) -> re.Pattern[str]:
 
 def _recorded(run_dir: Path) -> tuple[str | None, str | None]:
     try:
-        info = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+        info = json.loads((run_dir / RUN_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None, None
     if not isinstance(info, dict):
@@ -40,29 +41,30 @@ def _recorded(run_dir: Path) -> tuple[str | None, str | None]:
 def list_snapshots(run_dir: str | os.PathLike[str], *, inside_run: bool = False) -> list[tuple[int, Path]]:
     """(step, path) of every snapshot of a run, by step.
 
-    The folder may lie outside the run (seed 002's learn directory); `inside_run`
+    The folder may lie outside the run (sr's `--learn_dir`); `inside_run`
     ignores such a folder, as the dashboard must.
     """
     run_dir = Path(run_dir)
     folder, pattern = _recorded(run_dir)
-    folders = (folder,) if folder else DEFAULT_FOLDERS
     regex = _pattern_regex(pattern) if pattern else _ANY_STEP
-    for name in folders:
-        directory = run_dir / name  # an absolute folder replaces run_dir here
-        try:
-            if inside_run and not directory.resolve().is_relative_to(run_dir.resolve()):
-                continue
-            entries = list(os.scandir(directory))
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        found = []
-        for entry in entries:
-            match = regex.match(entry.name)
-            if match and entry.is_file():
-                found.append((int(match.group(1)), Path(entry.path)))
-        if found:
-            return sorted(found)
-    return []
+    directory = run_dir / (folder or SNAPSHOT_DIR)  # an absolute folder replaces run_dir here
+    try:
+        if inside_run and not directory.resolve().is_relative_to(run_dir.resolve()):
+            return []
+        entries = list(os.scandir(directory))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    found = []
+    for entry in entries:
+        match = regex.match(entry.name)
+        if match and entry.is_file():
+            found.append((int(match.group(1)), Path(entry.path)))
+    return sorted(found)
+
+
+def snapshot_folder(run_dir: str | os.PathLike[str]) -> str:
+    """The snapshot folder run.json records (relative to the run, or absolute), else the default."""
+    return _recorded(Path(run_dir))[0] or SNAPSHOT_DIR
 
 
 def load_snapshot(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -95,7 +97,7 @@ def best_metric(snapshot: dict[str, Any] | None, run_dir: str | os.PathLike[str]
     if snapshot is not None and is_number(snapshot.get("best_quality_ever")):
         return "best_quality_ever", float(snapshot["best_quality_ever"])
     best: float | None = None
-    for index in Path(run_dir).glob("ckpts/index_rank0.json"):
+    for index in Path(run_dir).glob(checkpoint_index(0)):
         try:
             entries = json.loads(index.read_text(encoding="utf-8")).get("checkpoints", [])
         except (OSError, ValueError, AttributeError):

@@ -28,6 +28,16 @@ def rss_bytes() -> int | None:
         return None
 
 
+def cuda_peak_gb() -> float | None:
+    """The most CUDA memory this process has held at once, in GiB to 3 decimals (status.json's
+    `vram_usage_gb`; the sr and splat trainers also write it into their own statistics); None when
+    the process has not imported torch or has not started CUDA, so nothing here starts it."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return None
+    return round(torch.cuda.max_memory_allocated() / 2**30, 3)
+
+
 def process_start_ticks(pid: int) -> int | None:
     """Start time of a process in clock ticks since boot; tells a live pid from a reused one."""
     try:

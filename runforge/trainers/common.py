@@ -1,4 +1,5 @@
-"""Checks the torch trainers share: the device, user image files, torch files, output folders.
+"""What the torch trainers share: the device, user image files, torch files, output folders, and
+one definition each of PSNR, SSIM and the atomic PNG write.
 
 Nothing here imports torch or PIL at module level, so a trainer's config module may use it.
 Every function raises the project's own errors (`BadInputError`, `ConfigError`): one line naming
@@ -163,3 +164,74 @@ def describe(exc: BaseException) -> str:
     """`Type: first line of the message`, for one-line errors about a library's failure."""
     lines = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+# ---------------------------------------------------------------------- image quality and files
+
+
+def psnr(x: torch.Tensor, y: torch.Tensor, border: int = 0) -> torch.Tensor:
+    """PSNR in dB of each image of a batch (B,), for values in [0, 1]; `border` pixels at each edge of
+    the last two dimensions are left out (BasicSR's crop for super-resolution).
+
+    A batch's PSNR is the mean of these, never the PSNR of the batch's mean error, so a score does
+    not depend on how views are grouped into batches (as gsplat and BasicSR report it). The error is
+    floored at 1e-10, so identical images score 100 dB rather than infinity.
+    """
+    import torch
+
+    if border:
+        x, y = x[..., border:-border, border:-border], y[..., border:-border, border:-border]
+    mse = (x - y).square().flatten(1).mean(dim=1).clamp_min(1e-10)
+    return -10.0 * torch.log10(mse)
+
+
+SSIM_WINDOW = 11
+SSIM_SIGMA = 1.5
+
+
+def ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """SSIM of each image of a batch (B,): (B, C, H, W) values in [0, 1], Gaussian window of 11
+    pixels and sigma 1.5, constants (0.01, 0.03) (Wang et al. 2004), no padding, channels averaged.
+
+    Differentiable: `1 - ssim(render, target).mean()` is a loss term. Images under 11 pixels on a
+    side get the largest odd window that fits.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    size = min(SSIM_WINDOW, x.shape[-2], x.shape[-1])
+    size -= 1 - size % 2
+    offsets = torch.arange(size, dtype=x.dtype, device=x.device) - (size - 1) / 2
+    weights = torch.exp(-offsets.square() / (2 * SSIM_SIGMA**2))
+    weights = weights / weights.sum()
+    channels = x.shape[1]
+    # the five local moments in one separable (row, then column) blur over 5C channels
+    stacked = torch.cat([x, y, x * x, y * y, x * y], dim=1)
+    groups = stacked.shape[1]
+    blurred = F.conv2d(stacked, weights.view(1, 1, 1, size).expand(groups, 1, 1, size), groups=groups)
+    blurred = F.conv2d(blurred, weights.view(1, 1, size, 1).expand(groups, 1, size, 1), groups=groups)
+    mu_x, mu_y, xx, yy, xy = blurred.split(channels, dim=1)
+    var_x, var_y, cov = xx - mu_x.square(), yy - mu_y.square(), xy - mu_x * mu_y
+    c1, c2 = 0.01**2, 0.03**2
+    score = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x.square() + mu_y.square() + c1) * (var_x + var_y + c2))
+    return score.flatten(1).mean(dim=1)
+
+
+def png_bytes(image: Any) -> bytes:
+    """A PNG file of `image`: a PIL image, or a uint8 array (H, W), (H, W, 3) or (H, W, 4)."""
+    import io
+
+    from PIL import Image
+
+    picture = image if isinstance(image, Image.Image) else Image.fromarray(image)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def write_png(path: str | os.PathLike[str], image: Any, *, durable: bool = True) -> Path:
+    """`png_bytes(image)` written atomically to `path` (its folder is made); a reader never sees half
+    an image. `durable=False` skips the fsyncs, for many files that can be made again."""
+    from ..run.files import write_bytes
+
+    return write_bytes(path, png_bytes(image), durable=durable)

@@ -22,7 +22,8 @@ from hypothesis import strategies as st
 from conftest import run_cli, tree_digest
 from runforge.errors import RunforgeError
 from runforge.trainers.kolmogorov.config import Config
-from runforge.trainers.kolmogorov.data import check_dataset, load_split
+from runforge.trainers.kolmogorov.data import load_split
+from runforge.trainers.kolmogorov.dataset_check import check_dataset
 
 TRAIN = ["train", "kolmogorov", "--preset", "tiny", "--window", "3", "--no_tensorboard", "--progress", "lines"]
 ASSIMILATE = ["assimilate", "run", "--obs", "coarse", "--factor", "2", "--length", "6", "--samples", "1", "--steps", "1"]

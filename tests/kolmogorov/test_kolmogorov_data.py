@@ -1,6 +1,9 @@
-"""`runforge data kolmogorov OUT`: the seed's HDF5 layout, the split, and errors on bad input."""
+"""`runforge data kolmogorov OUT`: the HDF5 layout of docs/kolmogorov.md, the split, and errors on bad input."""
 
 import json
+import subprocess
+import sys
+from dataclasses import replace
 
 import h5py
 import numpy as np
@@ -74,3 +77,23 @@ def test_random_windows_are_consecutive_states(dataset):
         states = w[i].unflatten(0, (3, 2))
         starts = [s for s in range(4) if torch.equal(x[i, s:s + 3], states)]
         assert len(starts) == 1
+
+
+def test_check_inputs_reads_the_dataset_without_importing_torch(dataset):
+    # the checks run before the run directory exists, on every `runforge train kolmogorov`: torch costs seconds
+    check = ("import sys; from dataclasses import replace; from pathlib import Path; "
+             "from runforge.trainers.kolmogorov.config import PRESETS, check_inputs; "
+             "check_inputs(replace(PRESETS['tiny'], data=Path(sys.argv[1]), window=int(sys.argv[2]))); "
+             "assert 'torch' not in sys.modules, 'check_inputs imported torch'")
+    done = subprocess.run([sys.executable, "-c", check, str(dataset), "3"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    done = subprocess.run([sys.executable, "-c", check, str(dataset), "7"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "shorter than --window 7" in done.stderr
+
+
+def test_an_array_is_launched_by_the_array_module_and_one_run_by_train():
+    from runforge.trainers.kolmogorov import array
+    from runforge.trainers.kolmogorov.config import PRESETS, launcher
+
+    assert launcher(PRESETS["tiny"]) is None
+    assert launcher(replace(PRESETS["tiny"], array=3)) == "array" and callable(array.launch)

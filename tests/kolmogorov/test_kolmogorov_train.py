@@ -1,4 +1,4 @@
-"""`runforge train kolmogorov`: the seed's run files, the score network, the VPSDE loss, resume."""
+"""`runforge train kolmogorov`: the run files of docs/kolmogorov.md, the score network, the VPSDE loss, resume."""
 
 import json
 import re
@@ -52,7 +52,7 @@ def test_dataset_shorter_than_the_window_is_refused(kolmogorov_data, tmp_path, c
 
 
 def test_config_json_at_start_holds_the_seed_config_first(kolmogorov_data, tmp_path):
-    # the seed's full-size network: stop the process as soon as config.json is written
+    # the default, full-size network: stop the process as soon as config.json is written
     root = tmp_path / "runs"
     proc = subprocess.Popen([sys.executable, "-m", "runforge", "train", "kolmogorov", "--data", str(kolmogorov_data),
                              "--root", str(root), "--progress", "lines"],
@@ -128,7 +128,7 @@ def test_a_validate_command_while_paused_validates_at_the_held_epoch(kolmogorov_
             if step == 1:
                 send_command(self.dir, "pause")
                 send_command(self.dir, "validate")
-                self._next_control_check = 0.0
+                self._controller._next_control_check = 0.0
                 validate = kwargs["on_validate"]  # the loop's own validation, which poll calls while held
 
                 def validate_then_resume():

@@ -162,7 +162,7 @@ def test_a_snapshot_folder_outside_the_run_is_read_by_the_cli_but_not_served(tmp
     from runforge.cli import main
 
     run_dir = make_run(tmp_path / "runs", "sr", steps=5)
-    learn = tmp_path / "Learn"  # seed 002's learn directory, outside the run and its root
+    learn = tmp_path / "Learn"  # an sr learn directory, outside the run and its root
     learn.mkdir()
     (learn / "Statistik_5.json").write_text(json.dumps({"step_current": 5, "quality_ki_value": 0.5}))
     info = json.loads((run_dir / "run.json").read_text())
@@ -192,5 +192,60 @@ def test_charts_follow_a_growing_log(tmp_path):
         grown = server.get_json("/api/run/growing/metrics")
         assert grown["series"]["loss"]["x"][-1] == 6 and grown["series"]["acc"]["y"] == [0.9]
         assert grown["names"] == ["acc", "loss", "losses.l1"] and grown["last_step"] == 6
+    finally:
+        server.stop()
+
+
+def test_snapshots_are_grouped_as_their_run_json_declares(tmp_path):
+    from runforge.run.snapshot_fields import SNAPSHOT_GROUPS
+
+    root = tmp_path / "runs"
+    with runforge.Run(trainer="splat", out=root / "declared", tensorboard=False, progress=False, handle_signals=False,
+                      snapshot_groups={"validation": ("psnr", "ssim")}) as run:
+        run.snapshot(7, {"psnr": 24.5, "ssim": 0.8})
+    old = make_run(root, "old", steps=3, snapshots={3: {"total_loss_value": 0.5}})
+    info = json.loads((old / "run.json").read_text())
+    del info["snapshot_groups"]  # written before runs declared their snapshot fields
+    (old / "run.json").write_text(json.dumps(info))
+    server = Server(str(root))
+    try:
+        declared = server.get_json("/api/run/declared")
+        assert declared["snapshot_groups"] == {"run": ["step_current", "last_update_time"],
+                                               "validation": ["psnr", "ssim"]}
+        data = server.get_json("/api/run/declared/snapshot/7")["data"]
+        assert set(data) == {"step_current", "last_update_time", "psnr", "ssim"}
+        assert not [key for key in data if key.startswith("adaptive_")]
+        generic = {name: list(fields) for name, fields in SNAPSHOT_GROUPS.items()}
+        assert server.get_json("/api/run/old")["snapshot_groups"] == generic
+        assert server.get_json("/api/run/old/snapshot/3")["data"]["total_loss_value"] == 0.5
+    finally:
+        server.stop()
+
+
+def test_a_finished_runs_row_follows_new_snapshots_in_the_folder_its_run_json_names(tmp_path):
+    from runforge.monitor.catalog import Catalog
+
+    with runforge.Run(trainer="sr", out=tmp_path / "runs" / "sr", tensorboard=False, progress=False,
+                      handle_signals=False, snapshot_dir="Learn", snapshot_pattern="Statistik_{step}.json") as run:
+        run.snapshot(4, {"best_quality_ever": 0.5})
+    catalog = Catalog([tmp_path / "runs"])
+    [entry] = catalog.entries()
+    assert (catalog.row(entry)["last_snapshot_step"], catalog.row(entry)["best"]) == (4, 0.5)
+    (run.dir / "Learn" / "Statistik_8.json").write_text(json.dumps({"best_quality_ever": 0.75}))
+    os.utime(run.dir / "Learn", ns=(1, 1))  # the folder's mtime changes, whatever the clock's resolution
+    assert (catalog.row(entry)["last_snapshot_step"], catalog.row(entry)["best"]) == (8, 0.75)
+
+
+def test_series_name_the_damaged_lines_they_leave_out(tmp_path):
+    run_dir = make_run(tmp_path / "runs", "damaged", steps=3)
+    with open(run_dir / "train.jsonl", "ab") as f:
+        f.write(b'{"step": 4, "lo\n' + json.dumps({"step": 5, "loss": 0.2}).encode() + b"\n")
+    make_run(tmp_path / "runs", "sound", steps=3)
+    server = Server(str(tmp_path / "runs"))
+    try:
+        damaged = server.get_json("/api/run/damaged/metrics")
+        assert damaged["series"]["loss"]["x"] == [1, 2, 3, 5]
+        assert damaged["warnings"] == ["train.jsonl: line 4 is not valid JSON; skipped it"]
+        assert server.get_json("/api/run/sound/metrics")["warnings"] == []
     finally:
         server.stop()

@@ -1,4 +1,4 @@
-"""The analysis CLI: seed 002's three examples as one command each, csv, plot, compare, runs."""
+"""The analysis CLI: docs/monitor.md's three sr examples as one command each, csv, plot, compare, runs."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ SEED_STATS = {  # step: (quality_improvement_value, quality_ki_value, adaptive_p
 
 
 def _sr_like_run(root, dirname, offset=0.0):
-    """A run that writes seed 002's Statistik_{STEP}.json into Learn/, as the sr trainer does."""
+    """A run that writes Statistik_{STEP}.json into Learn/, as the sr trainer does."""
     with runforge.Run(trainer="sr", config={}, out=root / dirname, steps=1500, tensorboard=False, progress=False,
                       handle_signals=False, snapshot_dir="Learn", snapshot_pattern="Statistik_{step}.json") as run:
         for step in range(100, 1501, 100):
@@ -62,6 +62,18 @@ def test_seed_plateau_warning_is_one_command(two_runs, capsys):
     assert main(["show", str(run_a), "--step", "700"]) == 2
     err = capsys.readouterr().err
     assert "no statistics snapshot at step 700" in err and "500, 1000, 1500" in err
+
+
+def test_show_of_another_trainers_run_has_no_sr_words(tmp_path, capsys):
+    with runforge.Run(trainer="splat", out=tmp_path / "splat", tensorboard=False, progress=False,
+                      handle_signals=False, snapshot_groups={"validation": ("psnr", "ssim")}) as run:
+        run.snapshot(7, {"psnr": 24.5, "ssim": 0.81})
+    capsys.readouterr()
+    for extra in ([], ["--step", "7"], ["--step", "7", "--plateau", "5"]):
+        assert main(["show", str(tmp_path / "splat"), *extra]) == 0
+        out = capsys.readouterr().out
+        assert "24.5" in out and "snapshot at step 7" in out
+        assert "plateau" not in out.lower() and "adaptive" not in out and "LR Boost" not in out
 
 
 def test_seed_compare_two_runs_is_one_command(two_runs, capsys):
@@ -143,3 +155,21 @@ def test_serve_refuses_a_root_that_is_not_a_directory(tmp_path, capsys):
     assert main(["serve", str(tmp_path / "nope"), "--port", "0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "nope: is not a directory of runs" in err[0]
+
+
+def test_readers_skip_a_damaged_line_with_one_warning_line_and_show_the_rest(tmp_path, capsys):
+    run_dir = make_run(tmp_path, "r", steps=4)
+    log = run_dir / "train.jsonl"
+    lines = log.read_bytes().splitlines(keepends=True)
+    log.write_bytes(lines[0] + b'{"step": 2, "lo\n' + b"".join(lines[2:]) + b'{"step": 5, "lo')  # and an unfinished line
+    capsys.readouterr()
+    warning = f"runforge: warning: {log}: line 2 is not valid JSON; skipped it"
+    assert main(["csv", str(run_dir), "--field", "loss"]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines() == ["step,loss", "1,1.0", "3,0.3333333333333333", "4,0.25"]
+    assert err.splitlines() == [warning]  # one line, and none for the unfinished last line
+    assert main(["show", str(run_dir), "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["logged_lines"] == 3 and err.splitlines() == [warning]
+    assert main(["plot", str(run_dir), "-o", str(tmp_path / "p.png")]) == 0  # reads the log once per metric
+    assert capsys.readouterr().err.splitlines() == [warning]

@@ -51,7 +51,10 @@ def test_output_tree_matches_the_spec(trained: Path) -> None:
     }
     assert any(n.startswith("tb/events.out.tfevents") for n in files(trained))
     val = json.loads((trained / "stats" / "val_step7.json").read_text())
-    assert {"psnr", "ssim", "lpips", "ellipse_time", "num_GS"} <= set(val)
+    # gsplat's fields, declared by the trainer, after the two every snapshot has: no other trainer's vocabulary
+    assert list(val) == ["step_current", "last_update_time", "psnr", "ssim", "lpips", "ellipse_time", "num_GS"]
+    assert json.loads((trained / "run.json").read_text())["snapshot_groups"]["validation"] == [
+        "psnr", "ssim", "lpips", "ellipse_time", "num_GS"]
     assert val["lpips"] is None and 5 < val["psnr"] < 60 and 0 < val["ssim"] <= 1
     train_stats = json.loads((trained / "stats" / "train_step7_rank0.json").read_text())
     assert train_stats["num_GS"] == val["num_GS"] > 0

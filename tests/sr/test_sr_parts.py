@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from runforge.config import build
+from runforge.errors import ConfigError
 from runforge.trainers.sr.config import PRESETS, Config
 from runforge.trainers.sr.data import PatchSampler, bundled_dataset, degrade, texture, upscale_bicubic, val_crops
 from runforge.trainers.sr.losses import LossTerms, VGGFeatures, gradient_loss, load_vgg_features, psnr, sobel, ssim
@@ -93,9 +95,9 @@ def test_quality_measures_match_their_definitions():
     x = torch.rand(2, 3, 32, 32)
     assert torch.allclose(ssim(x, x), torch.ones(2))
     assert (ssim(x, torch.rand_like(x)) < 0.2).all()
-    noisy = (x + 0.1).clamp(0, 1)
-    mse = ((noisy - x) ** 2).mean(dim=(1, 2, 3))
-    assert torch.allclose(psnr(noisy, x), -10 * torch.log10(mse))
+    grey = torch.full((2, 3, 8, 8), 0.5)
+    off = grey + torch.tensor([0.1, 0.01]).view(2, 1, 1, 1)  # MSE 0.01 and 0.0001 on [0, 1]
+    assert torch.allclose(psnr(off, grey), torch.tensor([20.0, 40.0]), atol=1e-4)
     inner = x.clone()
     inner[..., :2, :] = 0  # damage only the border psnr ignores
     assert psnr(inner, x, border=2).min() > 90
@@ -157,6 +159,8 @@ def test_learning_rate_warms_up_then_follows_a_cosine():
 
 
 def test_presets_pass_their_own_checks():
-    for preset in PRESETS.values():
+    for name, preset in PRESETS.items():
         preset.check()
-    assert PRESETS["cpu"].scale == 2 and not math.isnan(PRESETS["cpu"].lr)
+        assert build(Config, preset) == preset, name  # every field within its flag's bounds, as if typed
+    with pytest.raises(ConfigError, match="--min_lr"):  # the check the loop relies on does refuse
+        replace(PRESETS["cpu"], min_lr=2 * PRESETS["cpu"].lr).check()

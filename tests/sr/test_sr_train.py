@@ -16,13 +16,13 @@ import torch
 from runforge import Run
 from runforge.cli import main
 from runforge.run import send_command
-from runforge.run.snapshot_fields import SNAPSHOT_FIELDS
+from runforge.run.snapshot_fields import fields_of
 from runforge.trainers.sr import config as sr_config
 from runforge.trainers.sr.train import train
 
 torch.set_num_threads(1)
 
-# Every field of seed 002's Statistik_STEP.json and of monitor.md's snapshot list.
+# Every field of the sr trainer's Statistik_STEP.json and of docs/monitor.md's snapshot list.
 SEED_FIELDS = [
     "step_current", "epoch_num", "step_max", "epoch_step_current", "epoch_step_total",
     "learning_rate_value", "lr_phase_name",
@@ -55,9 +55,13 @@ def test_tiny_run_writes_every_seed_field_in_each_snapshot(tmp_path, capsys):
     assert main(["train", "sr", "--preset", "tiny", "--out", str(out), "--progress", "lines", "--no_tensorboard"]) == 0
     stats = snapshots(out)
     assert list(stats) == ["Statistik_4.json", "Statistik_8.json"]
+    declared = fields_of(sr_config.SNAPSHOT_GROUPS)
+    assert json.loads((out / "run.json").read_text())["snapshot_groups"] == {
+        group: list(fields) for group, fields in sr_config.SNAPSHOT_GROUPS.items()}  # what the dashboard groups by
     for name, data in stats.items():
-        missing = [key for key in SEED_FIELDS + list(SNAPSHOT_FIELDS) if key not in data]
+        missing = [key for key in SEED_FIELDS if key not in data]
         assert not missing, f"{name} lacks {missing}"
+        assert tuple(data) == declared  # every declared field, in order, and nothing the trainer did not declare
         # The run layer would fill a forgotten field with null: only the disabled perceptual term may be null.
         assert [key for key in SEED_FIELDS if data[key] is None] == ["perceptual_loss_value", "adaptive_perceptual_trend"]
         assert data["step_current"] == int(name[len("Statistik_"):-len(".json")])
@@ -76,7 +80,7 @@ def test_tiny_run_writes_every_seed_field_in_each_snapshot(tmp_path, capsys):
         assert data["training_active"] is True and data["validation_running"] is False
         assert data["training_paused"] is False
     assert stats["Statistik_8.json"]["best_quality_ever"] == max(d["quality_ki_value"] for d in stats.values())
-    # Pretty, 2-space JSON, as the seed shows.
+    # Pretty, 2-space JSON: the snapshots are read by hand.
     assert (out / "Learn" / "Statistik_8.json").read_text(encoding="utf-8").startswith('{\n  "step_current": 8,')
 
     console = capsys.readouterr().out
@@ -96,8 +100,9 @@ def test_tiny_run_writes_every_seed_field_in_each_snapshot(tmp_path, capsys):
     assert [line["step"] for line in val_lines] == [4, 8]
 
 
-def test_seed_analysis_examples_run_on_the_snapshots(tmp_path):
-    """Seed 002's own snippets (improvement over time, plateau warning, compare runs, CSV export)."""
+def test_seed_analysis_examples_run_on_the_snapshots(tmp_path, capsys):
+    """Plain-Python analyses of the snapshot files (improvement over time, plateau warning, compare runs,
+    CSV export), then the same through the CLI as docs/monitor.md shows."""
     cfg = replace(TINY, steps=8)
     runs = [run_tiny(tmp_path, cfg, name) for name in ("a", "b")]
     lines = []
@@ -128,6 +133,10 @@ def test_seed_analysis_examples_run_on_the_snapshots(tmp_path):
     assert float(rows[1]["quality_improvement_value"]) == pytest.approx(first["quality_improvement_value"])
     assert main(["compare", str(runs[0]), str(runs[1]), "--step", "8", "--field", "quality_improvement_value",
                  "--json"]) == 0
+    capsys.readouterr()
+    # the plateau warning is the sr trainer's addition to `runforge show`
+    assert main(["show", str(runs[0]), "--plateau", "1000"]) == 0
+    assert f"Training is progressing (plateau: {data['adaptive_plateau_counter']} steps)" in capsys.readouterr().out
     picture = tmp_path / "training_progress.png"
     assert main(["plot", str(runs[0]), "--metric", "quality_improvement_value", "--metric", "quality_ki_value",
                  "-o", str(picture)]) == 0
@@ -163,7 +172,7 @@ def test_validate_command_writes_a_snapshot_at_the_current_step(tmp_path):
         def poll(self, step=None, **kwargs):
             if step == 3:
                 send_command(self.dir, "validate")
-                self._next_control_check = 0.0  # look now, not up to 0.1 s later
+                self._controller._next_control_check = 0.0  # look now, not up to 0.1 s later
             return super().poll(step, **kwargs)
 
     run_dir = run_tiny(tmp_path, cfg, run_class=ValidateAtStep3)
@@ -183,7 +192,7 @@ def test_a_validate_command_while_paused_validates_at_the_held_step(tmp_path):
             if step == 3:
                 send_command(self.dir, "pause")
                 send_command(self.dir, "validate")
-                self._next_control_check = 0.0
+                self._controller._next_control_check = 0.0
                 validate = kwargs["on_validate"]  # the loop's own validation, which poll calls while held
 
                 def validate_then_resume():
@@ -209,7 +218,7 @@ def test_resume_after_a_stop_matches_an_uninterrupted_run(tmp_path):
     class StopAtStep5(Run):
         def poll(self, step=None, **kwargs):
             if step == 5:
-                self._request_stop(None)
+                self._controller.request_stop(None)
             return super().poll(step, **kwargs)
 
     stopped = run_tiny(tmp_path, cfg, "resumed", run_class=StopAtStep5)
@@ -308,7 +317,7 @@ def test_perceptual_weights_enable_the_fourth_term(tmp_path):
 
 
 def test_absolute_learn_dir_receives_the_snapshots(tmp_path):
-    learn = tmp_path / "data" / "Learn"  # seed 002 keeps them beside the data: DATA_ROOT/Learn
+    learn = tmp_path / "data" / "Learn"  # beside the data, DATA_ROOT/Learn: outside the run
     run_dir = run_tiny(tmp_path, replace(TINY, learn_dir=str(learn), steps=4))
     assert [p.name for p in learn.iterdir()] == ["Statistik_4.json"]
     assert not (run_dir / "Learn").exists()

@@ -93,7 +93,7 @@ def test_resume_reaches_the_same_state_as_an_uninterrupted_run(workspace: Path, 
 
     def stop_at_step_5(self: Run, step: int | None = None, **kwargs: object):  # type: ignore[no-untyped-def]
         if step == 5:
-            self._request_stop(None)  # what SIGINT or `runforge ctl stop` does
+            self._controller.request_stop(None)  # what SIGINT or `runforge ctl stop` does
         return poll(self, step, **kwargs)
 
     monkeypatch.setattr(Run, "poll", stop_at_step_5)

@@ -294,6 +294,7 @@ function runView(key) {
       drawChart(div, name, [{ name, ...series }], chartOptions(name));
       listenZoom(name, div);
     }
+    return all.warnings || [];
   }
 
   function renderImages(images) {
@@ -362,9 +363,10 @@ function runView(key) {
       rows.push(el("tr", { className: "group" }, el("td", { colspan: 2 }, group)));
       for (const f of present) rows.push(el("tr", {}, el("td", {}, f), valueCell(data[f])));
     }
+    // the groups are the ones the run's run.json declares; fields it writes beyond them come last
     const other = Object.keys(data).filter(f => !shown.has(f));
     if (other.length) {
-      rows.push(el("tr", { className: "group" }, el("td", { colspan: 2 }, "trainer")));
+      rows.push(el("tr", { className: "group" }, el("td", { colspan: 2 }, "other")));
       for (const f of other) rows.push(el("tr", {}, el("td", {}, f), valueCell(data[f])));
     }
     snapshotView.replaceChildren(el("div", { className: "meta" }, `${result.file} (step ${step})`),
@@ -398,7 +400,8 @@ function runView(key) {
     status.textContent = JSON.stringify(st, null, 2);
     renderImages(detail.images);
     renderSnapshots(detail.snapshots, detail.snapshot_groups);
-    await refreshCharts();
+    // after the notes were replaced above, so a damaged-log warning shows as long as the log is damaged
+    for (const line of await refreshCharts()) notes.append(el("div", {}, line));
     const ev = await api(runApi(key) + "/events?tail=200");
     const atBottom = events.scrollTop + events.clientHeight >= events.scrollHeight - 4;
     events.textContent = ev.lines.join("\n");

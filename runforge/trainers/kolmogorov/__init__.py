@@ -1,1 +1,1 @@
-"""`kolmogorov`: score-based data assimilation on 2D Kolmogorov flow (SDA, seed 004)."""
+"""`kolmogorov`: score-based data assimilation on 2D Kolmogorov flow (SDA)."""

@@ -6,6 +6,9 @@ members), and N member runs with seeds seed, seed+1, ... are created beside it
 under the same root, each with the usual `{name}_{id}` directory, atomically, so
 they never collide. Backends: dawgz `async` (local process pool of `--workers`),
 dawgz `slurm` (one Slurm array, as SDA on a cluster), or submitit (local executor).
+
+`runforge train` calls `launch` in place of `train.train` when `config.launcher` names
+this module; each member then runs `train.train` itself.
 """
 
 from __future__ import annotations
@@ -51,6 +54,8 @@ def member_configs(cfg: Config) -> list[dict[str, Any]]:
 
 
 def launch(cfg: Config, run: Run) -> None:
+    """The trainer contract's launch hook: start the members, wait for them (Slurm: for the
+    submission), and record them in the array's run."""
     root = str(run.dir.parent.resolve())
     configs = member_configs(cfg)
     run.event(f"array: launching {cfg.array} runs under {root} with backend {cfg.backend}", console=True)

@@ -26,11 +26,13 @@ from torch import Tensor
 from ...config import load_file, to_dict
 from ...errors import BadInputError
 from ...run.files import write_json
-from ...run.naming import RUN_FILE, make_dir
+from ...run.layout import CONFIG_FILE, RUN_FILE
+from ...run.naming import make_dir
 from ...run.read import read_info
-from ..common import check_output, load_model_state, load_torch_file, pick_device
+from ..common import check_output, load_model_state, load_torch_file, pick_device, write_png
 from .config import AssimilateConfig, Config
-from .data import check_grid, load_split
+from .data import load_split
+from .dataset_check import check_grid
 from .figures import grid
 from .score import VPSDE, GaussianPosterior, MarkovScore, make_score
 from .solver import coarsen, vorticity
@@ -93,7 +95,7 @@ def rmse(a: Tensor, b: Tensor) -> float:
 
 def load_run(run: Path, device: torch.device) -> tuple[Config, MarkovScore]:
     """The config and trained score network of a kolmogorov run directory."""
-    config_path, state_path = run / "config.json", run / STATE_FILE
+    config_path, state_path = run / CONFIG_FILE, run / STATE_FILE
     if not config_path.is_file():
         raise BadInputError(config_path, "not found: RUN must be a kolmogorov run directory")
     if (run / RUN_FILE).is_file() and (trainer := read_info(run).get("trainer")) != "kolmogorov":
@@ -190,7 +192,7 @@ def run_assimilation(run: Path, cfg: AssimilateConfig) -> int:
     }
     picture = grid([r[1] for r in rows], labels=[r[0] for r in rows])
     make_dir(out)
-    picture.save(out / "vorticity.png")
+    write_png(out / "vorticity.png", picture)
     write_posterior(out / "posterior.h5", {k: np.stack(v) for k, v in arrays.items()})
     write_json(out / "figures.json", report)
     print(f"assimilation ({cfg.obs}): posterior-mean RMSE {summary['rmse_posterior_mean']:.4f} vs interpolation "

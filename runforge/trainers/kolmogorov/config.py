@@ -1,4 +1,4 @@
-"""Train a score network over windows of Kolmogorov-flow states (SDA's Kolmogorov experiment, seed 004).
+"""Train a score network over windows of Kolmogorov-flow states (SDA's Kolmogorov experiment).
 
 The first twelve fields are SDA's CONFIG, with its names and defaults (config.json
 starts with exactly those keys); the rest are runforge's additions. No torch here.
@@ -80,20 +80,26 @@ def check_inputs(cfg: Config) -> None:
     """What a training needs, checked before the run directory exists: the dataset (read in full and
     checked; train() gets the same tensors back), the device where the training runs here, and
     Slurm's sbatch for a Slurm array (whose members may find a GPU the submitting host lacks)."""
-    from ..common import pick_device
-    from .data import check_dataset  # h5py and torch, only when a training starts
+    from .dataset_check import check_dataset  # h5py, only when a training starts
 
     if cfg.array > 1 and cfg.backend == "slurm":
         if shutil.which("sbatch") is None:
             raise ConfigError(None, "--backend slurm: sbatch is not on PATH; submit from a Slurm login node "
                                     "or use --backend async")
-    else:
+    elif cfg.device == "cuda":  # auto and cpu always find a device: only cuda needs torch to ask
+        from ..common import pick_device
+
         pick_device(cfg.device)
     check_dataset(cfg)
 
 
+def launcher(cfg: Config) -> str | None:
+    """`--array N` (N > 1) runs `array.launch` inside the record run instead of one training."""
+    return "array" if cfg.array > 1 else None
+
+
 def run_options(cfg: Config) -> dict[str, Any]:
-    # samples/ as the spec's run layout for this trainer
+    # samples/ is where docs/kolmogorov.md puts this trainer's sample figures
     return {"steps": cfg.epochs, "images_dir": "samples", "checkpoint_options": {"keep_last": cfg.keep_last}}
 
 

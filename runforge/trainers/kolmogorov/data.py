@@ -6,14 +6,11 @@ shape (trajectories, time, 2, H, W) and the simulation parameters as attributes.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import time
-from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -22,8 +19,9 @@ from torch import Tensor
 from ...errors import BadInputError
 from ...run.files import write_json
 from ...run.naming import make_dir
-from ..common import check_output, describe, pick_device
-from .config import Config, DataConfig
+from ..common import check_output, pick_device
+from .config import DataConfig
+from .dataset_check import read_split
 from .solver import KolmogorovFlow, coarsen
 
 SPLITS = ("train", "valid", "test")
@@ -98,95 +96,9 @@ def generate(cfg: DataConfig, out: Path, overwrite: bool = False, log=print) -> 
     return files
 
 
-def memory_bytes() -> int:
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
-@contextmanager
-def open_split(path: Path) -> Iterator[Any]:
-    """The h5py dataset `x` of one split file, checked to be floats of shape (trajectories, time, 2, N, N)
-    that fit in memory; anything else is a BadInputError naming the file."""
-    import h5py
-
-    path = Path(path)
-    if not path.is_file():
-        raise BadInputError(path, "no such dataset file (make one with `runforge data kolmogorov DIR`)")
-    try:
-        h5 = h5py.File(path, "r")
-    except Exception as exc:  # OSError mostly; h5py raises others on some damaged files
-        raise BadInputError(path, f"is not a readable HDF5 file ({describe(exc)})") from None
-    with h5:
-        try:
-            x = h5.get("x")
-        except Exception as exc:
-            raise BadInputError(path, f"is a damaged HDF5 file ({describe(exc)})") from None
-        if not isinstance(x, h5py.Dataset):
-            raise BadInputError(path, "has no dataset 'x'")
-        if x.dtype.kind != "f":
-            raise BadInputError(path, f"dataset 'x' holds {x.dtype}, not floating-point numbers")
-        if x.ndim != 5 or x.shape[2] != 2 or x.shape[3] != x.shape[4] or 0 in x.shape:
-            raise BadInputError(path, f"dataset 'x' must be (trajectories, time, 2, N, N), got {tuple(x.shape)}")
-        needed = 4 * int(np.prod(x.shape, dtype=np.float64))
-        if needed > memory_bytes():
-            raise BadInputError(path, f"dataset 'x' {tuple(x.shape)} needs {needed / 2**30:.1f} GiB as float32, more "
-                                      f"than this machine's {memory_bytes() / 2**30:.1f} GiB of memory")
-        yield x
-
-
 def load_split(path: Path) -> Tensor:
     """The dataset `x` of one split file as a float32 tensor (N, T, 2, H, W), every value finite."""
-    path = Path(path)
-    try:
-        stat = path.stat()
-        stamp = (stat.st_mtime_ns, stat.st_size)
-    except OSError:
-        stamp = None  # open_split names the problem
-    return _read_split(str(path), stamp)
-
-
-@functools.lru_cache(maxsize=2)
-def _read_split(name: str, stamp: tuple[int, int] | None) -> Tensor:
-    # check_inputs reads train.h5 and valid.h5 in full before the run directory exists; train() asks
-    # again in the same process and gets these tensors instead of reading the files twice.
-    path = Path(name)
-    with open_split(path) as x:
-        try:
-            values = x[...]
-        except Exception as exc:
-            raise BadInputError(path, f"is not a readable HDF5 file ({describe(exc)})") from None
-    with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf, refused below
-        tensor = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))
-    if not torch.isfinite(tensor).all():
-        raise BadInputError(path, f"dataset 'x' holds {int((~torch.isfinite(tensor)).sum())} NaN or infinite values "
-                                  "(as float32)")
-    return tensor
-
-
-def check_dataset(cfg: Config) -> None:
-    """Fail before a run directory exists when train.h5/valid.h5 are missing or damaged, or do not
-    fit --window or the U-Net."""
-    shapes = {}
-    for split in ("train", "valid"):
-        path = Path(cfg.data) / f"{split}.h5"
-        shapes[split] = load_split(path).shape
-        if shapes[split][1] < cfg.window:
-            raise BadInputError(path, f"trajectories of {shapes[split][1]} states are shorter than --window {cfg.window}")
-    if shapes["train"][2:] != shapes["valid"][2:]:
-        raise BadInputError(Path(cfg.data) / "valid.h5", f"states of shape {tuple(shapes['valid'][2:])} differ from "
-                                                         f"train.h5's {tuple(shapes['train'][2:])}")
-    check_grid(Path(cfg.data) / "train.h5", shapes["train"][-1], cfg)
-
-
-def check_grid(path: Path, size: int, cfg: Config) -> None:
-    """The U-Net halves the grid at each level below the first (rounding up); its circular padding
-    needs at least kernel_size // 2 cells on the deepest level."""
-    deepest = size
-    for _ in cfg.hidden_channels[1:]:
-        deepest = (deepest + 1) // 2
-    if cfg.kernel_size // 2 > deepest:
-        raise BadInputError(path, f"its {size}x{size} grid is {deepest}x{deepest} at the U-Net's level "
-                                  f"{len(cfg.hidden_channels)}, too small for --kernel_size {cfg.kernel_size}; "
-                                  "use fewer --hidden_channels levels or a smaller kernel")
+    return torch.from_numpy(read_split(path))
 
 
 def read_meta(folder: Path) -> dict:

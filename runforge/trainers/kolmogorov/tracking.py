@@ -1,7 +1,7 @@
 """wandb logging beside the run layer, as SDA logs: loss_train, loss_valid, lr per epoch, samples at evaluation.
 
 The wandb run gets the runforge run's name and id (`crimson-cloud-4`, `6k7cjnx7`), so the run
-directory `{name}_{id}` is wandb's `{run.name}_{run.id}` as in the seed; wandb's own files go
+directory `{name}_{id}` is wandb's `{run.name}_{run.id}` as in SDA's runs; wandb's own files go
 into `{run dir}/wandb/`. Mode `disabled` never imports wandb; `offline` writes files only;
 only `online` talks to the network.
 """

@@ -65,7 +65,7 @@ def sample_figure(sde: VPSDE, cfg: Config, device: torch.device):
 
 
 def save_state(score: MarkovScore, path) -> None:
-    state = {k: v.detach().cpu() for k, v in score.state_dict().items()}
+    state = cpu_state(score.state_dict())
     write_with(path, lambda f: torch.save(state, f))
 
 
@@ -112,14 +112,11 @@ def load_checkpoint(path: Path, cfg: Config) -> dict[str, Any]:
 
 
 def train(cfg: Config, run: Run) -> None:
-    if cfg.array > 1:
-        from .array import launch
-
-        return launch(cfg, run)
-
+    """One training (`--array 1`); `runforge train` gives a larger array to `array.launch` instead
+    (config.launcher)."""
     device = pick_device(cfg.device)
     if device.type == "cpu":
-        torch.set_num_threads(1)  # on small shared CPUs one thread is faster than two (FEASIBILITY.md)
+        torch.set_num_threads(1)  # measured on a 2-core machine: one thread is faster than two
     torch.manual_seed(cfg.seed)
     config = to_dict(cfg)
 

@@ -1,4 +1,4 @@
-"""3D Gaussian splatting from a COLMAP scene (gsplat's simple_trainer); defaults as the seed."""
+"""3D Gaussian splatting from a COLMAP scene (gsplat's simple_trainer); defaults as simple_trainer's."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any, Literal, Optional
 
 from ...config import option
 from ...errors import BadInputError, ConfigError
+from ...run.layout import SNAPSHOT_DIR
 
 
 MAX_STEPS = 10**7
@@ -157,8 +158,9 @@ def check_inputs(cfg: Config) -> None:
 def run_options(cfg: Config) -> dict[str, Any]:
     return {
         "steps": cfg.max_steps,
-        "snapshot_dir": "stats",
+        "snapshot_dir": SNAPSHOT_DIR,
         "snapshot_pattern": "val_step{step}.json",
-        # Every save_steps checkpoint is kept, as the seed's result_dir shows them all.
+        "snapshot_groups": {"validation": ("psnr", "ssim", "lpips", "ellipse_time", "num_GS")},
+        # Every save_steps checkpoint is kept, as simple_trainer keeps them all in its result_dir.
         "checkpoint_options": {"keep_last": None},
     }

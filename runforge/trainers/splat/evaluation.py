@@ -13,26 +13,18 @@ from torch import Tensor
 from ...errors import BadInputError
 from ..common import describe as describe_error
 from ..common import load_torch_file
+from ..common import psnr as psnr_batch
+from ..common import ssim as ssim_batch
 
 
 def psnr(pred: Tensor, target: Tensor) -> float:
-    """pred, target [1, 3, H, W] in 0..1 (data range 1)."""
-    mse = torch.mean((pred - target) ** 2).clamp_min(1e-12)
-    return float(-10.0 * torch.log10(mse))
+    """PSNR (dB) of one view, pred and target [1, 3, H, W] in 0..1; views are averaged by the caller."""
+    return float(psnr_batch(pred, target).mean())
 
 
 def ssim(pred: Tensor, target: Tensor) -> float:
-    """SSIM with the standard 11-px, sigma 1.5 Gaussian window (pytorch-msssim; torchmetrics imports in ~5 s)."""
-    return float(ssim_loss_map(pred, target))
-
-
-def ssim_loss_map(pred: Tensor, target: Tensor) -> Tensor:
-    """Differentiable SSIM ([B, 3, H, W]) for the training loss (gsplat uses fused-ssim, padding 'valid')."""
-    from pytorch_msssim import ssim as ms_ssim
-
-    win = min(11, pred.shape[-1], pred.shape[-2])
-    win -= 1 - win % 2  # odd window for tiny images
-    return ms_ssim(pred, target, data_range=1.0, size_average=True, win_size=win)
+    """SSIM of one view, pred and target [1, 3, H, W] in 0..1 (the training loss takes the tensor)."""
+    return float(ssim_batch(pred, target).mean())
 
 
 class LPIPS(torch.nn.Module):
@@ -142,19 +134,6 @@ def write_mp4(path: Path, frames: list[np.ndarray], fps: int) -> Path:
         for frame in frames:
             writer.append_data(frame)
     os.replace(tmp, path)
-    return path
-
-
-def write_png(path: Path, image: np.ndarray) -> Path:
-    from PIL import Image
-
-    from ...run.files import write_bytes
-
-    import io
-
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG")
-    write_bytes(path, buffer.getvalue())
     return path
 
 

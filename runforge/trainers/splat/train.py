@@ -6,7 +6,7 @@
     runforge train splat --data_dir data/synthetic --ckpt results/synthetic/ckpts/ckpt_1499_rank0.pt --out results/eval
     torchrun --standalone --nproc_per_node 2 -m runforge train splat --preset cpu --data_dir data/synthetic --out results/ddp
 
-Steps are 0-based as in the seed: `--eval_steps 7000` evaluates after step 6999.
+Steps are 0-based as in simple_trainer: `--eval_steps 7000` evaluates after step 6999.
 What lands in the run directory (besides the run layer's files):
 
     ckpts/ckpt_{step}_rank{rank}.pt          splats + optimizers + strategy + scheduler + RNG: --resume continues exactly
@@ -19,7 +19,6 @@ What lands in the run directory (besides the run layer's files):
 
 from __future__ import annotations
 
-import copy
 import os
 import time
 from pathlib import Path
@@ -33,12 +32,15 @@ from ...config import to_dict
 from ...errors import BadInputError
 from ...run import Run
 from ...run.files import write_json
-from ..common import torch_load
+from ...run.layout import SNAPSHOT_DIR
+from ...run.system import cuda_peak_gb
+from ..common import cpu_state, torch_load, write_png
+from ..common import ssim as ssim_batch
 from ..state_checks import adam_state, generator_state, integer, tensor
 from .backend import choose_backend, render
 from .colmap import Parser
 from .config import MAX_STEPS, Config
-from .evaluation import LPIPS, describe, psnr, ssim, ssim_loss_map, to_uint8, trajectory, write_mp4, write_png
+from .evaluation import LPIPS, describe, psnr, ssim, to_uint8, trajectory, write_mp4
 from .splats import PARAM_NAMES, create_splats_with_optimizers, write_ply
 from .strategy import DefaultStrategy, MCMCStrategy, Strategy, binomial_table
 
@@ -317,8 +319,8 @@ def train(cfg: Config, run: Run) -> None:
         run.event(f"resumed at step {start} with {splats['means'].shape[0]} Gaussians")
 
     def checkpoint_state(step: int) -> dict[str, Any]:
-        return {"step": step, "splats": {k: v.detach().cpu().clone() for k, v in splats.items()},
-                "optimizers": {k: copy.deepcopy(o.state_dict()) for k, o in optimizers.items()},
+        return {"step": step, "splats": cpu_state(dict(splats.items())),
+                "optimizers": cpu_state({k: o.state_dict() for k, o in optimizers.items()}),
                 "strategy": strategy_state_for_checkpoint(strategy_state), "scheduler": scheduler.state_dict(),
                 "batches": batches.state_dict(), "config": to_dict(cfg)}
 
@@ -340,7 +342,7 @@ def train(cfg: Config, run: Run) -> None:
         strategy.step_pre_backward(splats, optimizers, strategy_state, step, info)
 
         l1 = F.l1_loss(colors, pixels)
-        ssim_value = ssim_loss_map(colors.permute(0, 3, 1, 2), pixels.permute(0, 3, 1, 2))
+        ssim_value = ssim_batch(colors.permute(0, 3, 1, 2), pixels.permute(0, 3, 1, 2)).mean()
         loss = (1.0 - cfg.ssim_lambda) * l1 + cfg.ssim_lambda * (1.0 - ssim_value)
         if cfg.opacity_reg > 0:
             loss = loss + cfg.opacity_reg * torch.sigmoid(splats["opacities"]).mean()
@@ -374,10 +376,8 @@ def train(cfg: Config, run: Run) -> None:
         # a paused run validates where it is held (rank 0 evaluates, as below)
         ctl = run.poll(step, on_validate=validate_now if rank == 0 else None)
         if step in save_at or ctl.save or ctl.stop:
-            mem = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
-            if mem is not None:
-                run.set_status(vram_usage_gb=round(mem, 3))
-            write_json(run.dir / "stats" / f"train_step{step}_rank{rank}.json",
+            mem = cuda_peak_gb() if device.type == "cuda" else None
+            write_json(run.dir / SNAPSHOT_DIR / f"train_step{step}_rank{rank}.json",
                        {"mem": mem, "ellipse_time": time.perf_counter() - t_start,
                         "num_GS": int(splats["means"].shape[0])})
             run.checkpoint(step, checkpoint_state(step), torch.save)

@@ -1,4 +1,4 @@
-"""`sr`: single-image super-resolution with an adaptive loss system; writes seed 002's `Statistik_{STEP}.json`.
+"""`sr`: single-image super-resolution with an adaptive loss system; writes `Statistik_{STEP}.json` snapshots.
 
     runforge train sr --preset cpu                       # bundled procedural textures, x2, a few minutes on a CPU
     runforge train sr --data_root DIR --scale 4          # your own HR images (DIR/train, DIR/val)

@@ -212,7 +212,7 @@ class AdaptiveSystem:
     # ------------------------------------------------------------------ reporting and resume
 
     def snapshot_fields(self, names: tuple[str, ...]) -> dict[str, Any]:
-        """Seed 002's weight and adaptive_* fields (`names`: every loss term the snapshot lists)."""
+        """The snapshot's weight and adaptive_* fields (`names`: every loss term the snapshot lists)."""
         fields: dict[str, Any] = {f"{k}_weight_current": self.weights.get(k, 0.0) for k in names}
         fields.update(
             gradient_clip_val=self.clip_value,

@@ -1,4 +1,5 @@
-"""`runforge upscale`: apply a trained sr model to images (torch is imported only when it runs).
+"""`runforge upscale`: apply a trained sr model to images (torch is imported only when it runs);
+`runforge show --plateau`: the plateau warning under an sr run's snapshot.
 
     runforge upscale runs/crimson-cloud-4_6k7cjnx7 photo.png scan.jpg -o upscaled/
     runforge upscale runs/x/ckpts/last.pt photo.png            # any sr checkpoint, not only best.pt
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import BadInputError
+from ...run.snapshots import is_number
 
 DEFAULT_MAX_PIXELS = 4096 * 4096
 # With x2 or x4 results, inputs then stay under the trainer's own ceiling (MAX_IMAGE_PIXELS).
@@ -44,14 +46,50 @@ def register(commands: Any, data: Any) -> None:
     upscale.set_defaults(handler=cmd_upscale)
 
 
+PLATEAU_WARNING_STEPS = 300
+"""`runforge show` warns when an sr snapshot's `adaptive_plateau_counter` passes this many steps."""
+
+
+def show_arguments(show: argparse.ArgumentParser) -> None:
+    show.add_argument("--plateau", type=int, default=PLATEAU_WARNING_STEPS, metavar="STEPS",
+                      help="sr runs: warn when the snapshot's adaptive_plateau_counter passes this "
+                           f"(default {PLATEAU_WARNING_STEPS})")
+
+
+def show_lines(snapshot: dict[str, Any], args: argparse.Namespace) -> list[str]:
+    """The plateau check under the snapshot `runforge show` prints: for a snapshot asked for by
+    --step, and for the latest one when it has a counter."""
+    if getattr(args, "step", None) is None and snapshot.get("adaptive_plateau_counter") is None:
+        return []
+    return plateau_lines(snapshot, getattr(args, "plateau", PLATEAU_WARNING_STEPS))
+
+
+def plateau_lines(snapshot: dict[str, Any], threshold: int = PLATEAU_WARNING_STEPS) -> list[str]:
+    """The plateau warning for one snapshot: how long the validation quality has not improved, and
+    whether the adaptive system still has an LR boost to try."""
+    plateau = snapshot.get("adaptive_plateau_counter")
+    if not is_number(plateau):
+        return ["plateau: this run reports no adaptive_plateau_counter"]
+    if plateau > threshold:
+        lines = [f"⚠️  WARNING: Plateau detected for {plateau} steps!"]
+        boost = snapshot.get("adaptive_lr_boost_available")
+        if boost is None:
+            lines.append("   (the run reports no adaptive_lr_boost_available)")
+        elif boost:
+            lines.append("   LR Boost is available and will trigger soon")
+        else:
+            lines.append("   LR Boost is on cooldown")
+        return lines
+    return [f"✅ Training is progressing (plateau: {plateau} steps)"]
+
+
 def cmd_upscale(args: argparse.Namespace) -> int:
     import torch
-    from PIL import Image
 
-    from ...run.files import write_with
+    from ...run.layout import CHECKPOINT_DIR
     from ...run.naming import make_dir
-    from ..common import check_output, pick_device, torch_load
-    from .config import BEST_CHECKPOINT, CHECKPOINT_DIR
+    from ..common import check_output, pick_device, torch_load, write_png
+    from .config import BEST_CHECKPOINT
     from .data import load_image
     from .model import model_from_checkpoint
 
@@ -86,6 +124,6 @@ def cmd_upscale(args: argparse.Namespace) -> int:
             lr = pixels.float().div(255).unsqueeze(0).to(device)
             sr = model(lr).clamp(0, 1)[0].mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
         target = targets[source]
-        write_with(target, lambda f: Image.fromarray(sr).save(f, format="PNG"))
+        write_png(target, sr)
         print(f"{source} ({pixels.shape[2]}x{pixels.shape[1]}) -> {target} ({sr.shape[1]}x{sr.shape[0]})")
     return 0

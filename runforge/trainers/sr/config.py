@@ -1,4 +1,4 @@
-"""Super-resolution (seed 002): a residual CNN trained with l1/ms/gradient/perceptual losses whose weights an adaptive system tunes."""
+"""Super-resolution: a residual CNN trained with l1/ms/gradient/perceptual losses whose weights an adaptive system tunes."""
 
 from __future__ import annotations
 
@@ -9,9 +9,30 @@ from typing import Any, Literal, Optional
 
 from ...config import option
 from ...errors import ConfigError
+from ...run.layout import CHECKPOINT_DIR
 
 SNAPSHOT_PATTERN = "Statistik_{step}.json"
-CHECKPOINT_DIR = "ckpts"
+SNAPSHOT_GROUPS: dict[str, tuple[str, ...]] = {
+    "progress": ("step_current", "epoch_num", "step_max", "epoch_step_current", "epoch_step_total"),
+    "learning rate": ("learning_rate_value", "lr_phase_name"),
+    "losses": ("total_loss_value", "l1_loss_value", "ms_loss_value", "gradient_loss_value", "perceptual_loss_value"),
+    "weights": ("l1_weight_current", "ms_weight_current", "gradient_weight_current", "perceptual_weight_current",
+                "gradient_clip_val"),
+    "adaptive": ("adaptive_mode", "adaptive_is_cooldown", "adaptive_cooldown_remaining", "adaptive_plateau_counter",
+                 "adaptive_lr_boost_available", "adaptive_perceptual_trend", "adaptive_boost_remaining",
+                 "adaptive_boost_count", "adaptive_l1_trend", "adaptive_ms_trend", "adaptive_gradient_trend"),
+    "quality": ("quality_lr_value", "quality_ki_value", "quality_improvement_value", "quality_ki_to_gt_value",
+                "quality_lr_to_gt_value", "validation_loss_value", "best_quality_ever",
+                "psnr_lr_value", "psnr_ki_value", "psnr_improvement_value"),
+    "performance": ("iteration_duration", "vram_usage_gb", "ram_usage_gb", "adam_momentum_avg",
+                    "eta_total_formatted", "eta_epoch_formatted", "eta_total_seconds", "memory_rss_bytes"),
+    "layers": ("layer_activity_map",),
+    "status": ("training_active", "validation_running", "training_paused", "last_update_time"),
+}
+"""Every field of a Statistik_{STEP}.json, by heading and in file order: recorded in run.json, so
+the dashboard shows an sr snapshot in these groups. The loss and weight fields are one per term of
+`train.LOSS_NAMES`, enabled or not; progress, performance and status are the run layer's live state
+(`Run.status_fields`) plus `adam_momentum_avg` and the GPU peak the trainer measures itself."""
 LAST_CHECKPOINT = "last.pt"
 BEST_CHECKPOINT = "best.pt"
 
@@ -129,6 +150,7 @@ def run_options(cfg: Config) -> dict[str, Any]:
         "steps": cfg.steps,
         "snapshot_dir": cfg.learn_dir,
         "snapshot_pattern": SNAPSHOT_PATTERN,
+        "snapshot_groups": SNAPSHOT_GROUPS,
         "checkpoint_options": {"folder": CHECKPOINT_DIR, "pattern": LAST_CHECKPOINT, "keep_last": None,
                                "mode": "max"},
     }

@@ -20,6 +20,7 @@ from torch import nn
 
 from ...errors import BadInputError
 from ..common import load_torch_file
+from ..common import psnr, ssim  # noqa: F401  (the quality measures of validation, shared with splat)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -151,35 +152,3 @@ class LossTerms(nn.Module):
         if self.perceptual is not None:
             values["perceptual"] = perceptual_loss(self.perceptual, sr, hr)
         return values
-
-
-# ---------------------------------------------------------------------- quality
-
-
-def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
-    x = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
-    g = torch.exp(-x * x / (2 * sigma * sigma))
-    g = g / g.sum()
-    return g[:, None] * g[None, :]
-
-
-def ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """SSIM per image (B,), Gaussian window 11/1.5 (Wang et al. 2004), channels averaged, no padding."""
-    c = x.shape[1]
-    window = _gaussian_window().to(x).expand(c, 1, 11, 11)
-    blur = lambda t: F.conv2d(t, window, groups=c)  # noqa: E731
-    mu_x, mu_y = blur(x), blur(y)
-    var_x = blur(x * x) - mu_x**2
-    var_y = blur(y * y) - mu_y**2
-    cov = blur(x * y) - mu_x * mu_y
-    c1, c2 = 0.01**2, 0.03**2
-    score = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
-    return score.mean(dim=(1, 2, 3))
-
-
-def psnr(x: torch.Tensor, y: torch.Tensor, border: int = 0) -> torch.Tensor:
-    """PSNR in dB per image (B,), on RGB in [0, 1], ignoring `border` pixels at each edge (as BasicSR)."""
-    if border:
-        x, y = x[..., border:-border, border:-border], y[..., border:-border, border:-border]
-    mse = ((x - y) ** 2).mean(dim=(1, 2, 3)).clamp_min(1e-10)
-    return -10.0 * torch.log10(mse)

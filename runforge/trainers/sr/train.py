@@ -19,9 +19,11 @@ import torch
 from ...config import to_dict
 from ...run import Run
 from ...run.files import write_with
+from ...run.layout import CHECKPOINT_DIR
+from ...run.system import cuda_peak_gb
 from ..common import cpu_state, load_model_state, load_optimizer_state, pick_device, torch_load
 from .adaptive import AdaptiveSettings, AdaptiveSystem
-from .config import BEST_CHECKPOINT, CHECKPOINT_DIR, Config
+from .config import BEST_CHECKPOINT, Config
 from .data import PatchSampler, degrade, load_split, upscale_bicubic, val_crops
 from .losses import LossTerms, VGGFeatures, load_vgg_features, psnr, ssim
 from .model import SRNet, layer_activity
@@ -71,7 +73,7 @@ def adaptive_settings(cfg: Config) -> AdaptiveSettings:
 @torch.no_grad()
 def evaluate(model: SRNet, terms: LossTerms, weights: dict[str, float], val: ValSet, scale: int,
              device: torch.device) -> dict[str, Any]:
-    """Seed 002's quality fields (SSIM as quality, mean |x - HR| as distance) plus PSNR."""
+    """The snapshot's quality fields (SSIM as quality, mean |x - HR| as distance) plus PSNR."""
     model.eval()
     quality, peak, distance, loss = [], [], [], 0.0
     first = None
@@ -227,7 +229,7 @@ def train(cfg: Config, run: Run) -> None:
             "gradient_clip_val": adaptive.clip_value if cfg.grad_clip > 0 else None,
             **metrics,
             "best_quality_ever": best_quality,
-            "vram_usage_gb": round(torch.cuda.max_memory_allocated(device) / 2**30, 3) if device.type == "cuda" else 0.0,
+            "vram_usage_gb": cuda_peak_gb() if device.type == "cuda" else 0.0,
             "adam_momentum_avg": adam_momentum_avg(optimizer),
         })
         run.event(f"validation at step {step}: PSNR {metrics['psnr_ki_value']:.2f} dB (bicubic "
@@ -275,8 +277,6 @@ def train(cfg: Config, run: Run) -> None:
             run.log(step, {"loss": means.pop("total"), "losses": means, "lr": lr_now, "grad_norm": grad_norm,
                            "clip": None if math.isinf(clip) else clip, "weights": dict(adaptive.weights),
                            "adaptive": {"plateau_counter": adaptive.plateau_counter, "lr_factor": adaptive.lr_factor()}})
-            if device.type == "cuda":
-                run.set_status(vram_usage_gb=round(torch.cuda.max_memory_allocated(device) / 2**30, 3))
         ctl = run.poll(step, epoch=(step - 1) // steps_per_epoch + 1, epoch_step=(step - 1) % steps_per_epoch + 1,
                        epoch_step_total=steps_per_epoch, on_validate=validate_now)
 

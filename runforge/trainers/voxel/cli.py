@@ -42,9 +42,8 @@ def _in_range(flag: str, value: int, low: int, high: int) -> None:
 
 
 def cmd_render_views(args: argparse.Namespace) -> int:
-    from ...run.files import write_bytes
     from ...run.naming import make_dir
-    from ..common import check_output
+    from ..common import check_output, write_png
     from .dataset import MAX_DATASET_PIXELS, image_path, orbit_cameras, read_cameras, write_cameras
     from .map_io import read_map
 
@@ -63,17 +62,11 @@ def cmd_render_views(args: argparse.Namespace) -> int:
     check_output(args.out, ["cameras.json"], "--out")
     check_output(args.out / "images", [image_path(args.out, c.index).name for c in cameras], "--out")
 
-    import io
-
-    from PIL import Image
-
     from .render import render_map
 
     make_dir(args.out / "images")  # the first write: an --out that cannot be made fails here, leaving nothing
     for camera in cameras:
-        buffer = io.BytesIO()
-        Image.fromarray(render_map(vmap, camera), "RGBA").save(buffer, format="PNG")
-        write_bytes(image_path(args.out, camera.index), buffer.getvalue(), durable=False)
+        write_png(image_path(args.out, camera.index), render_map(vmap, camera), durable=False)
     write_cameras(args.out / "cameras.json", cameras)
     print(f"rendered {len(cameras)} views of {args.map} ({vmap.num_blocks} blocks) into {args.out}")
     return 0

@@ -12,10 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from ...errors import BadInputError
-from ...run.files import read_json_object
-from ...run.export import REGISTRY_FILE
 from ...run.export import _load_registry as load_registry
 from ...run.export import export as export_run
+from ...run.files import read_json_object
+from ...run.layout import CONFIG_FILE, IMAGES_DIR, REGISTRY_FILE
 from ..common import check_output
 from .map_io import read_map
 
@@ -38,10 +38,10 @@ def export_training(training_dir: Path, source_map_id: int, registry: Path = Pat
     if not final.is_file():
         raise BadInputError(final, "is missing: the run did not finish (resume it first)")
     blocks = read_map(final).num_blocks
-    config = read_json_object(training_dir / "config.json", "config file", BadInputError) \
-        if (training_dir / "config.json").exists() else {}
+    config = read_json_object(training_dir / CONFIG_FILE, "config file", BadInputError) \
+        if (training_dir / CONFIG_FILE).exists() else {}
     check_registry(registry, "--registry")
-    images = sorted((training_dir / "images").glob("step_*.png"))
+    images = sorted((training_dir / IMAGES_DIR).glob("step_*.png"))
     picks = [images[0], images[len(images) // 2], images[-1]] if images else []
     files = {"map.json": final, **{f"images/{p.name}": p for p in picks}}
     metadata = {"source_map_id": source_map_id, "prompt": config.get("prompt"),

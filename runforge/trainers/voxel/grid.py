@@ -6,7 +6,7 @@
     grid.to_map(vmap)                           # back to blocks (occupancy > 0.5, argmax material != Air)
 
 Material probabilities are softmax(material_logits * occupancy / temperature): the
-seed's modulation, which gives the occupancy a second gradient path through colour
+occupancy scales the material logits, which gives it a second gradient path through colour
 and keeps an unoccupied voxel's material undecided.
 """
 
@@ -90,7 +90,7 @@ class DifferentiableVoxelGrid(nn.Module):
 
     @torch.no_grad()
     def stats(self, threshold: float = 0.5) -> dict[str, Any]:
-        """The seed's grid_stats: active voxels, density, occupancy moments, material shares (% of active)."""
+        """`grid_stats` (docs/voxel.md): active voxels, density, occupancy moments, material shares (% of active)."""
         occupancy = self.occupancy()
         active = occupancy > threshold
         count = int(active.sum())

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ...errors import BadInputError
+from ..common import psnr
 from .dataset import Camera, image_path, read_image
 from .render import (
     BACKGROUND,
@@ -124,12 +124,12 @@ class Photometric:
 
 
     def psnr(self, volume: torch.Tensor) -> float:
-        """PSNR (dB) of the whole views over the background against the references, from the mean squared error."""
-        errors = []
+        """PSNR (dB) of the whole views over the background against the references: each view's, averaged."""
+        scores = []
         for camera, (target_rgb, _) in zip(self.cameras, self.targets):
             rgb = self.segments.render(volume, camera, self.background).reshape(-1, 3)
-            errors.append(F.mse_loss(rgb, target_rgb).item())
-        return 10 * math.log10(1 / max(sum(errors) / len(errors), 1e-12))
+            scores.append(psnr(rgb[None], target_rgb[None]).item())
+        return sum(scores) / len(scores)
 
 
 def _has_alpha(path: Path) -> bool:

@@ -6,7 +6,7 @@ probability p passes (1 - p)^L of the light, i.e. density = softplus(occupancy
 logit) per voxel length, and a block of p = 1 is an opaque unit cube: the hard
 render of a map.json is blocky and exact, with no interpolation.
 
-Why this and not a `grid_sample` ray march (FEASIBILITY.md): every sample is one
+Why this and not a `grid_sample` ray march (bench/voxel_render.py times both): every sample is one
 row gather from a (V, 4) table (density + RGB) whose backward is one index_add,
 instead of a trilinear grid_sample whose backward dominates; segments behind an
 opaque surface (transmittance < `EARLY_STOP`) are dropped before the graph is

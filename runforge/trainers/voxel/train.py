@@ -7,7 +7,7 @@
 
 Each step: pick a dataset camera, build the volume from the grid (temperature
 annealed 2.0 -> 0.5), render, take the guidance loss plus the regularisers, and
-take one Adam step on both logit tensors. Outputs (spec/voxel.md, seed 000):
+take one Adam step on both logit tensors. Outputs (docs/voxel.md):
 images/step_{STEP:04d}_cam{IDX}.png, maps/step_{STEP:04d}.json with a checkpoint
 beside it in ckpts/, train.jsonl, final_map.json == map_optimized.json, and an
 export to maps/trained_map_{SOURCE}_{X}/.
@@ -15,14 +15,14 @@ export to maps/trained_map_{SOURCE}_{X}/.
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ...run import Run
-from ..common import pick_device, torch_load
+from ...run.layout import IMAGES_DIR, METRICS_FILE
+from ..common import cpu_state, pick_device, torch_load
 from .config import MAX_STEPS, Config
 from .dataset import SAMPLE_DIR, Camera, read_dataset, resolve_dataset, resolve_map
 from .export import COPY_MAP, FINAL_MAP, export_training
@@ -55,7 +55,8 @@ def map_steps(cfg: Config) -> list[int]:
 
 
 def plan(cfg: Config, blocks: int, width: int, height: int) -> str:
-    """The seed's disk table: what this run will write, with rough sizes (PNG ~0.6 byte/pixel, ~100 bytes/block)."""
+    """The disk table printed at the start: what this run will write, with rough sizes
+    (PNG ~0.6 byte/pixel, ~100 bytes/block)."""
     images, maps = len(image_steps(cfg)), len(map_steps(cfg))
     image_kb = width * height * 0.6 / 1024
     map_kb = max(blocks, 1) * 100 / 1024
@@ -81,10 +82,8 @@ def map_metadata(cfg: Config, run: Run, step: int) -> dict[str, Any]:
 def training_state(step: int, grid: DifferentiableVoxelGrid, optimizer: torch.optim.Optimizer,
                    generator: torch.Generator) -> dict[str, Any]:
     """Everything --resume needs, copied to the CPU so later steps cannot change it."""
-    return {"step": step,
-            "grid": {k: v.detach().cpu().clone() for k, v in grid.state_dict().items()},
-            "optimizer": copy.deepcopy(optimizer.state_dict()),
-            "generator": generator.get_state().clone()}
+    return cpu_state({"step": step, "grid": grid.state_dict(), "optimizer": optimizer.state_dict(),
+                      "generator": generator.get_state()})
 
 
 def load_checkpoint(path: Path, cfg: Config) -> dict[str, Any]:
@@ -106,12 +105,12 @@ def load_checkpoint(path: Path, cfg: Config) -> dict[str, Any]:
 
 
 def summary(run: Run, blocks: int, stats: dict[str, Any]) -> str:
-    images = len(list((run.dir / "images").glob("*.png")))
+    images = len(list((run.dir / IMAGES_DIR).glob("*.png")))
     maps = len(list((run.dir / "maps").glob("step_*.json")))
     lines = ["", "Training complete!", "", "Output:",
              f"  Final map: {run.dir / FINAL_MAP} ({blocks} blocks)",
-             f"  Logs: {run.dir / 'train.jsonl'}",
-             f"  Images: {run.dir / 'images'} ({images} images)",
+             f"  Logs: {run.dir / METRICS_FILE}",
+             f"  Images: {run.dir / IMAGES_DIR} ({images} images)",
              f"  Intermediate maps: {run.dir / 'maps'} ({maps} checkpoints)",
              "", "Final grid stats:",
              f"  Active voxels: {stats['num_active_voxels']}/{stats['total_voxels']}",
@@ -191,8 +190,6 @@ def train(cfg: Config, run: Run) -> None:
             losses = {"total": total.item(), guidance.name: guidance_loss.item(), **{k: v.item() for k, v in reg.items()}}
             run.log(step, {"temperature": temperature, "camera_index": camera.index, "losses": losses,
                            "grid_stats": grid.stats(cfg.threshold)})
-            if device.type == "cuda":
-                run.set_status(vram_usage_gb=round(torch.cuda.max_memory_allocated(device) / 2**30, 3))
         if scheduled(step, cfg.image_every, cfg.steps):
             with torch.no_grad():
                 run.image(step, f"cam{camera.index}", segments.render(grid.volume(temperature), camera).cpu())
