@@ -82,7 +82,7 @@ class Config:
     val_every: int = option(500, "validate and write Statistik_{STEP}.json every N steps (and on a validate command)", ge=1, le=MAX_STEPS)
     log_every: int = option(50, "write a train.jsonl line every N steps", ge=1, le=MAX_STEPS)
     ckpt_every: int = option(500, "write ckpts/last.pt every N steps", ge=1, le=MAX_STEPS)
-    learn_dir: str = option("Learn", "folder for the Statistik_{STEP}.json snapshots: inside the run, or an absolute path (seed 002: DATA_ROOT/Learn)")
+    learn_dir: str = option("Learn", "folder for the Statistik_{STEP}.json snapshots: inside the run, or an absolute path (e.g. DATA_ROOT/Learn, shared by runs)")
     # --- machine
     device: Literal["auto", "cpu", "cuda"] = option("auto", "where to train: auto picks cuda when present")
     threads: int = option(0, "torch CPU threads (0: torch's default; 1 is as fast as 2 on a 2-core machine)", ge=0, le=1024)
