@@ -3,6 +3,8 @@
     runforge train TRAINER [--flags]     train (flags generated from the trainer's Config)
     runforge runs [ROOT]                 the runs table
     runforge show RUN                    config, status, last metrics, files of one run
+    runforge sweep TRAINER --grid ...    one run per point, through submitit (runforge/sweep/)
+    runforge rerun RUN [--flags]         a new run from RUN's config.json, flags on top
 
 Other rooms add their own subcommands through a `register(commands, data)`
 function in the modules listed in COMMAND_MODULES (imported only if present,
@@ -33,6 +35,8 @@ COMMAND_MODULES = (
     "runforge.trainers.sr.cli",
     "runforge.trainers.splat.cli",
     "runforge.trainers.kolmogorov.cli",
+    "runforge.sweep.cli",
+    "runforge.tb_import",
 )
 RUN_FLAGS = ("out", "root", "name", "resume", "overwrite", "preset", "config", "no_tensorboard", "progress")
 
@@ -165,13 +169,8 @@ def cmd_train(name: str | None, argv: list[str]) -> int:
     load_checkpoint = getattr(train_module, "load_checkpoint", None)
     if load_checkpoint is not None:
         options["load_checkpoint"] = lambda path: load_checkpoint(path, cfg)  # checked before the run is touched
-    launcher: Callable[[Any], str | None] | None = getattr(config_module, "launcher", None)
-    launch_module = launcher(cfg) if launcher is not None else None
-    # imported before the Run opens, so a launcher that cannot load leaves no run directory behind
-    body: Callable[[Any, Any], None] = (importlib.import_module(f"{TRAINERS[name]}.{launch_module}").launch
-                                        if launch_module else train_module.train)
     with Run(trainer=name, config=to_dict(cfg), **options) as run:
-        body(cfg, run)
+        train_module.train(cfg, run)
     print(f"run {run.status}: {run.dir}")
     return run.exit_code
 

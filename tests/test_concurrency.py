@@ -1,8 +1,10 @@
-"""Races between processes: run creation and exports."""
+"""Races between processes (run creation, exports) and between a logging thread and the writer."""
 
 import json
 import subprocess
 import time
+
+import runforge
 
 from conftest import PYTHON, read_json
 
@@ -90,3 +92,28 @@ def test_export_numbering_continues_per_source_and_refuses_missing_files(tmp_dir
         raise AssertionError("a missing artifact was exported")
     assert sorted(p.name for p in (tmp_dir / "maps").iterdir() if not p.name.startswith(".")) == [
         "registry.json", "trained_map_1_7", "trained_map_1_8", "trained_map_2_1"]
+
+
+def test_a_record_appended_while_the_writer_drains_is_written_not_lost():
+    from runforge.run.writer import BackgroundWriter
+
+    written = []
+    writer = BackgroundWriter(written.extend, lambda kind, essential, exc: None, flush_interval=60)
+    try:
+        records = writer.records  # what Run.log holds between fetching the container and appending
+        records.append(1)
+        writer.drain_records()  # the writer takes the batch in between
+        records.append(2)
+        writer.drain_records()
+    finally:
+        writer.close()
+    assert written == [1, 2]
+
+
+def test_a_hundred_thousand_fast_log_calls_leave_as_many_lines(tmp_dir):
+    steps = 100_000
+    with runforge.Run(out=tmp_dir / "fast", tensorboard=False) as run:
+        for step in range(1, steps + 1):
+            run.log(step, {"loss": 1.0})
+    lines = (run.dir / "train.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == list(range(1, steps + 1))

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,8 @@ from .naming import create_run_dir, find_run_dir, make_dir, new_id, rendezvous, 
 RESUME_NEEDS_A_RUN = "--resume needs a run directory or checkpoint (or --out DIR)"
 SAFE_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
 """A run or image name: it becomes part of a file name, so no separators and nothing shell-special."""
+GIT_TIMEOUT_S = 2.0
+"""A run never waits longer than this on git (a huge repository, a hung network filesystem)."""
 
 
 @dataclass(frozen=True)
@@ -172,8 +175,32 @@ def claim_dir(request: OpenRequest) -> tuple[Path, str, str, bool]:
     return out, request.name or out.name, new_id(), False
 
 
+def git_state(cwd: str | os.PathLike[str] | None = None) -> dict[str, Any] | None:
+    """{commit, dirty} of the git repository the working directory is in (where a script and the code it
+    imports usually live; runforge's own trainers count when run from their checkout); None outside a
+    repository, without git, or when git is slow. `dirty`: tracked files differ from the commit
+    (untracked files, such as the runs folder, do not count)."""
+    try:
+        done = subprocess.run(  # --no-optional-locks: never takes the index lock another git process holds
+            ["git", "--no-optional-locks", "status", "--porcelain=v2", "--branch", "--untracked-files=no"],
+            cwd=cwd, capture_output=True, text=True, timeout=GIT_TIMEOUT_S, check=False)
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return None
+    if done.returncode != 0:
+        return None
+    commit, dirty = None, False
+    for line in done.stdout.splitlines():
+        if line.startswith("# branch.oid "):
+            oid = line.split()[2]
+            commit = None if oid == "(initial)" else oid
+        elif line and not line.startswith("#"):
+            dirty = True
+    return {"commit": commit, "dirty": dirty}
+
+
 def record_new(opening: Opening, request: OpenRequest, config_text: str) -> None:
     """Write run.json, config.json and the control folder of a new run (rank 0 only)."""
+    git = git_state()
     opening.info = {
         "id": opening.id,
         "name": opening.name,
@@ -183,7 +210,8 @@ def record_new(opening: Opening, request: OpenRequest, config_text: str) -> None
         "finished_at": None,
         "command": list(sys.argv),
         "cwd": os.getcwd(),
-        "git_commit": system.git_commit(),
+        "git_commit": git["commit"] if git else None,
+        "git": git,
         "host": system.host(),
         "pid": os.getpid(),
         "pid_start": system.process_start_ticks(os.getpid()),

@@ -2,8 +2,10 @@
 
 One daemon thread owns every slow write of a run. Callers hand it work two ways:
 
-- metric records are appended to a plain list (a list append is atomic under the
-  GIL, so `Run.log` takes no lock) and encoded in batches every `flush_interval`;
+- metric records are appended to a deque (append and popleft are atomic under the
+  GIL, so `Run.log` takes no lock) and encoded in batches every `flush_interval`.
+  The writer pops what it takes instead of swapping the container: a caller that
+  fetched the container just before a swap would append to one already written;
 - everything else (PNG encoding, snapshots, checkpoints) is a task in a bounded
   queue: when the queue is full the caller blocks, so memory stays bounded.
 
@@ -13,6 +15,7 @@ whether it was essential (checkpoints) or may fail soft (images, snapshots).
 
 from __future__ import annotations
 
+import collections
 import queue
 import threading
 import time
@@ -36,7 +39,7 @@ class BackgroundWriter:
         self._on_error = on_error
         self._tick = tick
         self._tasks: queue.Queue[tuple[str, bool, Task] | None] = queue.Queue(maxsize=max_tasks)
-        self.records: list[Any] = []
+        self.records: collections.deque[Any] = collections.deque()
         self.max_records = max_records
         self._flush_interval = flush_interval
         self._records_lock = threading.Lock()  # taken by the writer and by a caller flushing itself
@@ -56,9 +59,10 @@ class BackgroundWriter:
         """Encode and write every pending metric record now (called by the writer, by close, and on overflow)."""
         with self._records_lock:
             self._flush_requested = False
-            if not self.records:
+            records = self.records
+            batch = [records.popleft() for _ in range(len(records))]
+            if not batch:
                 return
-            batch, self.records = self.records, []
             try:
                 # in slices: the encoded lines of one slice reuse the memory of the last (no fresh pages)
                 for start in range(0, len(batch), 2048):

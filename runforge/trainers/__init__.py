@@ -8,9 +8,6 @@ A trainer `NAME` is two modules, and a third when it adds to the command line:
                                     DEFAULT_OUT: the run folder when the trainer has a fixed one (optional),
                                     check_inputs(cfg) -> None: raise BadInputError on a missing or broken
                                     dataset, before the run directory exists (optional)
-                                    launcher(cfg) -> str | None: the name of a module of the trainer,
-                                    e.g. "array", whose launch(cfg, run) -> None runs inside the Run in
-                                    place of train(cfg, run); None for train (optional)
     runforge.trainers.NAME.train    train(cfg, run) -> None: the training loop, top to bottom
                                     load_checkpoint(path, cfg) -> state: load and check a checkpoint
                                     against cfg, raising ValueError with one line; `--resume` calls it

@@ -3,7 +3,6 @@
 import json
 import subprocess
 import sys
-from dataclasses import replace
 
 import h5py
 import numpy as np
@@ -89,11 +88,3 @@ def test_check_inputs_reads_the_dataset_without_importing_torch(dataset):
     assert done.returncode == 0, done.stderr
     done = subprocess.run([sys.executable, "-c", check, str(dataset), "7"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and "shorter than --window 7" in done.stderr
-
-
-def test_an_array_is_launched_by_the_array_module_and_one_run_by_train():
-    from runforge.trainers.kolmogorov import array
-    from runforge.trainers.kolmogorov.config import PRESETS, launcher
-
-    assert launcher(PRESETS["tiny"]) is None
-    assert launcher(replace(PRESETS["tiny"], array=3)) == "array" and callable(array.launch)

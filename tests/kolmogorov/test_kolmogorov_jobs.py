@@ -1,80 +1,78 @@
-"""Job arrays (`--array N` through dawgz) and wandb offline logging of `runforge train kolmogorov`."""
+"""Several seeds side by side (`runforge sweep kolmogorov --grid seed=...`, which replaced `--array`) and
+wandb offline logging of `runforge train kolmogorov`."""
 
 import json
-import os
 import re
 import socket
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from runforge.cli import main
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integrations"))
+import slurm_standins  # noqa: E402
+
 torch.set_num_threads(1)
 RUN_DIR = re.compile(r"^([a-z]+-[a-z]+-\d+)_([a-z0-9]{8})$")
 
 
-def test_array_of_three_runs_in_parallel_each_in_its_own_directory(kolmogorov_data, tmp_path):
+TINY = ["--preset", "tiny", "--epochs", "1", "--window", "3", "--sample_steps", "2"]
+
+
+def seed_runs(folder):
+    """The sweep's run folders, each checked to be a complete kolmogorov run; {seed: folder}."""
+    runs = {}
+    for run in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        info = json.loads((run / "run.json").read_text())
+        config = json.loads((run / "config.json").read_text())
+        assert info["status"] == "finished" and info["trainer"] == "kolmogorov" and config["array"] == 1
+        assert (run / "state.pth").is_file() and list((run / "ckpts").glob("ckpt_*_rank0.pt"))
+        assert run.name == f"{len(runs):02d}-seed_{config['seed']}"
+        runs[config["seed"]] = run
+    return runs
+
+
+def test_three_seeds_side_by_side_are_exactly_three_complete_runs(kolmogorov_data, tmp_path):
     root = tmp_path / "runs"
-    code = main(["train", "kolmogorov", "--preset", "tiny", "--data", str(kolmogorov_data), "--root", str(root), "--epochs", "1",
-                 "--window", "3", "--sample_steps", "2", "--array", "3", "--workers", "2", "--progress", "lines"])
+    code = main(["sweep", "kolmogorov", *TINY, "--data", str(kolmogorov_data), "--grid", "seed=0..2", "-j", "2",
+                 "--root", str(root), "--name", "seeds"])
     assert code == 0
-    dirs = sorted(p for p in root.iterdir() if p.is_dir())
-    assert len(dirs) == 4 and all(RUN_DIR.match(p.name) for p in dirs)
-    (record,) = [p for p in dirs if (p / "array.json").exists()]
-    array = json.loads((record / "array.json").read_text())
-    assert array["backend"] == "async" and not array["failures"]
-    members = array["members"]
-    assert [m["seed"] for m in members] == [0, 1, 2]
-    assert {m["status"] for m in members} == {"finished"}
-    member_dirs = {m["dir"] for m in members}
-    assert member_dirs == {str(p) for p in dirs if p != record}
-    assert len({m["pid"] for m in members}) >= 2  # ran in worker processes, not one after another in this one
-    for m in members:
-        config = json.loads((root / m["dir"].rsplit("/", 1)[1] / "config.json").read_text())
-        assert config["seed"] == m["seed"] and config["array"] == 1
-        assert (root / m["dir"].rsplit("/", 1)[1] / "state.pth").is_file()
-    assert json.loads((record / "config.json").read_text())["array"] == 3
+    assert [p.name for p in root.iterdir()] == ["seeds"]
+    runs = seed_runs(root / "seeds")
+    assert sorted(runs) == [0, 1, 2]
+    sweep = json.loads((root / "seeds" / "sweep.json").read_text())
+    assert [p["dir"] for p in sweep["points"]] == [runs[s].name for s in (0, 1, 2)]
+    assert all("loss_train" in p["final_metrics"] for p in sweep["points"])
+    assert len({json.loads((r / "run.json").read_text())["pid"] for r in runs.values()}) == 3
 
 
-FAKE_SBATCH = """#!/bin/sh
-# Runs every task of the submitted array now, as a Slurm node would, then prints a job id.
-script="$2"
-last=$(sed -n 's/^#SBATCH --array=0-\\([0-9]*\\).*/\\1/p' "$script")
-cp "$script" "$(dirname "$0")/submitted.sh"
-for i in $(seq 0 "$last"); do SLURM_ARRAY_TASK_ID=$i sh "$script" || exit 1; done
-echo 4242
-"""
-
-
-@pytest.mark.parametrize("backend", ["submitit", "slurm"])
-def test_array_through_submitit_and_a_slurm_submission(backend, kolmogorov_data, tmp_path, monkeypatch):
-    if backend == "slurm":  # sbatch and srun stand-ins that execute the generated submission script
-        bin_dir = tmp_path / "bin"
-        bin_dir.mkdir()
-        (bin_dir / "sbatch").write_text(FAKE_SBATCH)
-        (bin_dir / "srun").write_text('#!/bin/sh\nexec "$@"\n')
-        for tool in ("sbatch", "srun"):
-            (bin_dir / tool).chmod(0o755)
-        monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+def test_seeds_through_submitit_on_slurm_with_stand_ins(kolmogorov_data, tmp_path, monkeypatch):
+    bin_dir = slurm_standins.install(tmp_path / "bin", monkeypatch)
     root = tmp_path / "runs"
-    code = main(["train", "kolmogorov", "--preset", "tiny", "--data", str(kolmogorov_data), "--root", str(root), "--epochs", "1",
-                 "--window", "3", "--sample_steps", "2", "--array", "2", "--backend", backend, "--device", "cpu",
-                 "--progress", "lines"])
+    code = main(["sweep", "kolmogorov", *TINY, "--data", str(kolmogorov_data), "--device", "cpu",
+                 "--grid", "seed=5..6", "--executor", "slurm", "--root", str(root), "--name", "cluster"])
     assert code == 0
-    (record,) = [p for p in root.iterdir() if (p / "array.json").exists()]
-    array = json.loads((record / "array.json").read_text())
-    assert array["backend"] == backend and not array["failures"]
-    assert [m["seed"] for m in array["members"]] == [0, 1]
-    assert {m["status"] for m in array["members"]} == {"finished"}
-    for m in array["members"]:
-        assert (root / m["dir"].rsplit("/", 1)[1] / "state.pth").is_file()
-    if backend == "slurm":
-        script = (tmp_path / "bin" / "submitted.sh").read_text()
-        assert "#SBATCH --array=0-1" in script and "#SBATCH --cpus-per-task=2" in script
-        assert "--gpus" not in script  # --device cpu asks for no GPU
-        assert f"srun {sys.executable} " in script  # this venv's interpreter, not the node's `python`
+    assert sorted(seed_runs(root / "cluster")) == [5, 6]
+    script = (bin_dir / "submitted.sh").read_text()
+    assert "#SBATCH --array=0-1%2" in script and "#SBATCH --cpus-per-task=2" in script and "gpus" not in script
+    assert f"{sys.executable} -u -m submitit.core._submit" in script  # this venv's interpreter, not the node's
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--array", "3", "--workers", "2"], "--array 3: job arrays are sweeps now: runforge sweep kolmogorov --grid seed=4..6 -j 2"),
+    (["--array", "2", "--backend", "slurm"], "--executor slurm"),
+])
+def test_array_is_refused_with_the_sweep_that_replaces_it(kolmogorov_data, tmp_path, extra, needle):
+    done = subprocess.run([sys.executable, "-m", "runforge", "train", "kolmogorov", *TINY, "--data", str(kolmogorov_data),
+                           "--seed", "4", *extra], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith("runforge: error: ")
+    assert needle in lines[0]
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_wandb_offline_names_the_run_dir_writes_its_files_and_touches_no_network(kolmogorov_data, tmp_path, monkeypatch):

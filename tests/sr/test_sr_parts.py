@@ -13,7 +13,8 @@ from runforge.config import build
 from runforge.errors import ConfigError
 from runforge.trainers.sr.config import PRESETS, Config
 from runforge.trainers.sr.data import PatchSampler, bundled_dataset, degrade, texture, upscale_bicubic, val_crops
-from runforge.trainers.sr.losses import LossTerms, VGGFeatures, gradient_loss, load_vgg_features, psnr, sobel, ssim
+from runforge.trainers.common import psnr, ssim
+from runforge.trainers.sr.losses import LossTerms, VGGFeatures, gradient_loss, load_vgg_features, sobel
 from runforge.trainers.sr.model import SRNet, layer_activity
 from runforge.trainers.sr.train import learning_rate
 

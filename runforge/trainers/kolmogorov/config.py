@@ -6,7 +6,6 @@ starts with exactly those keys); the rest are runforge's additions. No torch her
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -48,10 +47,12 @@ class Config:
     device: Literal["auto", "cpu", "cuda"] = option("auto", "cuda when available with auto")
     wandb: Literal["disabled", "offline", "online"] = option(
         "disabled", f"log to wandb project {WANDB_PROJECT}; only online touches the network")
-    array: int = option(1, "launch N runs in parallel (seeds seed..seed+N-1), each in its own run dir", ge=1, le=1024)
+    # What --array N did is `runforge sweep kolmogorov --grid seed=S..S+N-1` now; the three flags stay
+    # so that config.json files and checkpoints of older runs still load.
+    array: int = option(1, "N > 1 is refused with the `runforge sweep` command that runs the N seeds", ge=1, le=1024)
     backend: Literal["async", "slurm", "submitit"] = option(
-        "async", "job-array scheduler: dawgz async (local processes), dawgz slurm, or submitit (local)")
-    workers: int = option(2, "parallel processes of a local job array", ge=1, le=256)
+        "async", "with --array: slurm turns into `runforge sweep --executor slurm`")
+    workers: int = option(2, "with --array: becomes the sweep's -j", ge=1, le=256)
 
     def check(self) -> None:
         if self.window % 2 == 0:
@@ -77,25 +78,28 @@ PRESETS = {
 
 
 def check_inputs(cfg: Config) -> None:
-    """What a training needs, checked before the run directory exists: the dataset (read in full and
-    checked; train() gets the same tensors back), the device where the training runs here, and
-    Slurm's sbatch for a Slurm array (whose members may find a GPU the submitting host lacks)."""
+    """What a training needs, checked before the run directory exists: one run (not an --array), the
+    dataset (read in full and checked; train() gets the same tensors back) and the device."""
     from .dataset_check import check_dataset  # h5py, only when a training starts
 
-    if cfg.array > 1 and cfg.backend == "slurm":
-        if shutil.which("sbatch") is None:
-            raise ConfigError(None, "--backend slurm: sbatch is not on PATH; submit from a Slurm login node "
-                                    "or use --backend async")
-    elif cfg.device == "cuda":  # auto and cpu always find a device: only cuda needs torch to ask
+    if cfg.array > 1:
+        raise ConfigError(None, array_refusal(cfg))
+    if cfg.device == "cuda":  # auto and cpu always find a device: only cuda needs torch to ask
         from ..common import pick_device
 
         pick_device(cfg.device)
     check_dataset(cfg)
 
 
-def launcher(cfg: Config) -> str | None:
-    """`--array N` (N > 1) runs `array.launch` inside the record run instead of one training."""
-    return "array" if cfg.array > 1 else None
+def array_refusal(cfg: Config) -> str:
+    """`--array N` made a record run beside its N members; a sweep makes just the N runs."""
+    last = cfg.seed + cfg.array - 1
+    if cfg.backend == "slurm":
+        return (f"--array {cfg.array} --backend slurm: job arrays are sweeps now: runforge sweep kolmogorov "
+                f"--grid seed={cfg.seed}..{last} --executor slurm [--slurm_gpus 1] [other flags] (sbatch, srun "
+                "and sacct on PATH; docs/kolmogorov.md, Job arrays)")
+    return (f"--array {cfg.array}: job arrays are sweeps now: runforge sweep kolmogorov --grid "
+            f"seed={cfg.seed}..{last} -j {cfg.workers} [other flags] (docs/kolmogorov.md, Job arrays)")
 
 
 def run_options(cfg: Config) -> dict[str, Any]:

@@ -112,8 +112,7 @@ def load_checkpoint(path: Path, cfg: Config) -> dict[str, Any]:
 
 
 def train(cfg: Config, run: Run) -> None:
-    """One training (`--array 1`); `runforge train` gives a larger array to `array.launch` instead
-    (config.launcher)."""
+    """One training; several seeds are a `runforge sweep kolmogorov --grid seed=...`."""
     device = pick_device(cfg.device)
     if device.type == "cpu":
         torch.set_num_threads(1)  # measured on a 2-core machine: one thread is faster than two

@@ -20,7 +20,6 @@ from torch import nn
 
 from ...errors import BadInputError
 from ..common import load_torch_file
-from ..common import psnr, ssim  # noqa: F401  (the quality measures of validation, shared with splat)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

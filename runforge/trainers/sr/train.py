@@ -25,7 +25,8 @@ from ..common import cpu_state, load_model_state, load_optimizer_state, pick_dev
 from .adaptive import AdaptiveSettings, AdaptiveSystem
 from .config import BEST_CHECKPOINT, Config
 from .data import PatchSampler, degrade, load_split, upscale_bicubic, val_crops
-from .losses import LossTerms, VGGFeatures, load_vgg_features, psnr, ssim
+from ..common import psnr, ssim
+from .losses import LossTerms, VGGFeatures, load_vgg_features
 from .model import SRNet, layer_activity
 
 LOSS_NAMES = ("l1", "ms", "gradient", "perceptual")  # every term a snapshot lists, enabled or not
