@@ -209,7 +209,9 @@ class SummaryWriter:
                  max_queue: int = 10, flush_secs: int = 120, filename_suffix: str = "", **run_options: Any) -> None:
         from .run import Run
 
-        options: dict[str, Any] = {"trainer": "summarywriter", "progress": False, "handle_signals": False}
+        # Terminal keys (cbreak mode) would take the script's own stdin: input() and pdb must keep it.
+        options: dict[str, Any] = {"trainer": "summarywriter", "progress": False, "handle_signals": False,
+                                   "terminal_keys": False}
         options.update(run_options)
         if log_dir:
             options["out"] = _free_dir(Path(log_dir))
@@ -217,8 +219,6 @@ class SummaryWriter:
             options["name"] = _default_name(Path(options.get("root", "runs")), comment)
         self._config: dict[str, Any] = dict(options.get("config") or {})
         self._run = Run(**options)
-        # Terminal keys (cbreak mode) would take the script's own stdin: input() and pdb must keep it.
-        self._run._controller._keys.stop()
         self._started = time.time()
         self._lock = threading.Lock()
         self._step: int | None = None
@@ -319,18 +319,8 @@ class SummaryWriter:
         return step
 
     def _write_tb(self, kind: str, records: Callable[[], bytes]) -> None:
-        """Build and append TensorBoard records on the run's writer thread, in the run's one event file
-        (TensorBoard reads a folder's event files one after the other, so there is one writer)."""
-        run = self._run
-        if self._closed or run._tb is None:
-            return
-
-        def write() -> None:
-            data = records()
-            with run._writer_lock:
-                run._tb.write(data)
-
-        run._writer.submit(kind, False, write)
+        if not self._closed:
+            self._run.tensorboard_records(kind, records)
 
     def add_image(self, tag: str, img_tensor: Any, global_step: Any = None, walltime: float | None = None,
                   dataformats: str = "CHW") -> None:
@@ -351,31 +341,9 @@ class SummaryWriter:
             self.add_image(tag, _figure_to_hwc(figure, close), global_step, dataformats="HWC")
 
     def _image(self, tag: str, pixels: Any, step: int) -> None:
-        """images/step_{step:04d}_{tag}.png and an image event under the tag itself; `Run.image` would
-        name the event after the file, and a TensorBoard tag may hold `/`, which a file name may not."""
-        from .run.files import write_bytes
-        from .run.images import to_pil
-
-        run = self._run
-        if self._closed or not run.is_main:
-            return
-        picture = to_pil(pixels)  # a copy: the caller may reuse its buffer
-        path = run.dir / run.images_dir / f"step_{step:04d}_{_file_name(tag)}.png"
-        wall = time.time()
-
-        def write() -> None:
-            import io
-
-            buffer = io.BytesIO()
-            picture.save(buffer, format="PNG", compress_level=4)
-            png = buffer.getvalue()
-            write_bytes(path, png, durable=False)
-            if run._tb is not None:
-                channels = {"L": 1, "RGB": 3, "RGBA": 4}[picture.mode]
-                with run._writer_lock:
-                    run._tb.write_image(wall, step, tag, png, picture.height, picture.width, channels)
-
-        run._writer.submit(f"image {path.relative_to(run.dir)}", False, write)
+        """images/step_{step:04d}_{tag as a file name}.png, and an image event under the tag itself."""
+        if not self._closed:
+            self._run.image(step, _file_name(tag), pixels, tag=tag)
 
     def add_histogram(self, tag: str, values: Any, global_step: Any = None, bins: Any = "tensorflow",
                       walltime: float | None = None, max_bins: int | None = None) -> None:

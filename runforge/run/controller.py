@@ -102,9 +102,9 @@ class Controller:
 
     # ------------------------------------------------------------------ lifetime
 
-    def start(self, *, handle_signals: bool = True) -> None:
-        """Read terminal keys (rank 0, and only on a terminal) and take over SIGINT/SIGTERM if asked."""
-        if self.is_main:
+    def start(self, *, handle_signals: bool = True, terminal_keys: bool = True) -> None:
+        """Read terminal keys (rank 0, and only on a terminal) and take over SIGINT/SIGTERM, each if asked."""
+        if self.is_main and terminal_keys:
             self._keys.start()
         # Python only lets the main thread install handlers; a run opened elsewhere keeps the defaults.
         if handle_signals and threading.current_thread() is threading.main_thread():

@@ -87,6 +87,8 @@ class Run:
             the file, and the run is left exactly as it was.
         progress: show a progress bar (default: when stderr is a terminal; plain lines otherwise).
         handle_signals: turn SIGINT/SIGTERM into a graceful stop (see `poll`).
+        terminal_keys: read v/p/s/q from the terminal (rank 0, on a terminal only); False leaves stdin to
+            the script (input(), pdb).
         rank, world_size: default to the RANK and WORLD_SIZE that torchrun sets.
     """
 
@@ -110,6 +112,7 @@ class Run:
         load_checkpoint: Callable[[Path], Any] | None = None,
         progress: bool | None = None,
         handle_signals: bool = True,
+        terminal_keys: bool = True,
         rank: int | None = None,
         world_size: int | None = None,
     ) -> None:
@@ -167,7 +170,7 @@ class Run:
         self._writer = BackgroundWriter(
             self._flush_records, self._on_write_error, tick=self._write_status if self.is_main else None
         )
-        self._controller.start(handle_signals=handle_signals)
+        self._controller.start(handle_signals=handle_signals, terminal_keys=terminal_keys)
 
     @property
     def step_max(self) -> int | None:
@@ -211,8 +214,9 @@ class Run:
                 tb.write(b"".join(events))
                 tb.flush()
 
-    def image(self, step: int, name: str, rgb: Any) -> Path | None:
-        """Save `{images_dir}/step_{step:04d}_{name}.png` in the background (and into tb/ under `name`).
+    def image(self, step: int, name: str, rgb: Any, *, tag: str | None = None) -> Path | None:
+        """Save `{images_dir}/step_{step:04d}_{name}.png` in the background (and into tb/ under `tag`,
+        by default `name`; a TensorBoard tag may hold `/`, a file name may not).
 
         `rgb` is an HxW, HxWx3 or HxWx4 uint8 array (floats are taken as 0..1), a torch
         tensor, or a PIL image. A failed write is a warning, never an error.
@@ -235,10 +239,26 @@ class Run:
             if self._tb is not None:
                 channels = {"L": 1, "RGB": 3, "RGBA": 4}.get(picture.mode, 3)
                 with self._writer_lock:
-                    self._tb.write_image(wall, step, name, png, picture.height, picture.width, channels)
+                    self._tb.write_image(wall, step, tag or name, png, picture.height, picture.width, channels)
 
         self._writer.submit(f"image {path.relative_to(self.dir)}", False, write)
         return path
+
+    def tensorboard_records(self, kind: str, build: Callable[[], bytes]) -> None:
+        """Append the TensorBoard records `build()` returns to tb/ on the writer thread (histograms, text,
+        hparams: whatever `runforge.run.tensorboard` encodes). Nothing happens without tb/ or on rank > 0;
+        a failed write is a warning. TensorBoard reads a folder's event files one after the other, so
+        everything goes into the run's one event file."""
+        tb = self._tb if self.is_main else None
+        if tb is None:
+            return
+
+        def write() -> None:
+            data = build()
+            with self._writer_lock:
+                tb.write(data)
+
+        self._writer.submit(kind, False, write)
 
     def snapshot(self, step: int, stats: dict[str, Any]) -> Path | None:
         """Write a statistics snapshot `{snapshot_dir}/{snapshot_pattern}` (pretty JSON, atomic, background).
