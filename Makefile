@@ -36,6 +36,7 @@ bench: setup
 	$(BIN)/python bench/sr_quality.py
 	$(BIN)/python bench/kolmogorov_solver.py
 	$(BIN)/python bench/kolmogorov_assim.py
+	$(BIN)/python bench/integrations_overhead.py
 
 docs: setup
 	$(BIN)/python scripts/update_docs.py
