@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.setup-stamp
 EXTRAS  := all,dev
 
-.PHONY: setup demo test bench docs clean
+.PHONY: setup demo test bench gpu-check docs clean
 
 setup: $(STAMP)
 
@@ -26,17 +26,14 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest -q -n 2
 
+# Every bench runs, also after one fails; a table of exit codes and seconds closes, exit 1 if any failed.
+# BENCH="import_and_read log_overhead" runs only those.
 bench: setup
-	$(BIN)/python bench/log_overhead.py
-	$(BIN)/python bench/voxel_render.py
-	$(BIN)/python bench/voxel_fit.py
-	$(BIN)/python bench/splat_raster.py
-	$(BIN)/python bench/splat_quality.py
-	$(BIN)/python bench/monitor_dashboard_load.py
-	$(BIN)/python bench/sr_quality.py
-	$(BIN)/python bench/kolmogorov_solver.py
-	$(BIN)/python bench/kolmogorov_assim.py
-	$(BIN)/python bench/integrations_overhead.py
+	$(BIN)/python bench/run_all.py $(BENCH)
+
+# Every trainer for a short while on CUDA, one table (README.md, Benchmarks). Exit 3: no GPU here.
+gpu-check: setup
+	$(BIN)/python scripts/gpu_check.py
 
 docs: setup
 	$(BIN)/python scripts/update_docs.py

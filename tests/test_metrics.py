@@ -79,3 +79,41 @@ def test_torch_scalars_and_tensors_are_encoded_and_nonfinite_listed():
     line = json.loads(encode_line({"step": 1, "a": torch.tensor(0.5), "b": torch.tensor(float("inf")),
                                    "c": torch.ones(2)}))
     assert line == {"step": 1, "a": 0.5, "b": None, "c": [1.0, 1.0], "nonfinite": ["b"]}
+
+
+def test_the_fast_long_integer_check_answers_as_the_pattern_does():
+    import random
+
+    from runforge.run.metrics import _LONG_INTEGER, _may_hold_long_integer
+
+    rng = random.Random(0)
+    for _ in range(5000):
+        data = bytes(rng.randrange(256) if rng.random() < 0.2 else rng.choice(b"0123456789")
+                     for _ in range(rng.randint(0, 40)))
+        assert _may_hold_long_integer(data) == bool(_LONG_INTEGER.search(data)), data
+    for text in (b'{"a":12345678901234567890}', b'{"a":[1, -12345678901234567890]}', b'{"a":0.12345678901234567890}',
+                 b'{"a":1e12345678901234567890}', b'{"a":"12345678901234567890"}'):
+        assert _may_hold_long_integer(text) == bool(_LONG_INTEGER.search(text)), text
+
+
+def test_a_64_bit_overflowing_integer_reads_back_exactly_in_a_big_log(tmp_path):
+    path = tmp_path / "train.jsonl"
+    lines = [encode_line({"step": i, "loss": 1.0 / (i + 1)}) for i in range(3000)]
+    lines[1234] = encode_line({"step": 1234, "count": 2**70 + 1})
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    records = runforge.read_metrics(path)
+    assert len(records) == 3000 and records[1234]["count"] == 2**70 + 1
+
+
+def test_reading_leaves_the_garbage_collector_as_it_was(tmp_path):
+    import gc
+
+    path = tmp_path / "train.jsonl"
+    path.write_bytes(b"".join(encode_line({"step": i, "x": {"y": i}}) + b"\n" for i in range(100)))
+    assert gc.isenabled()
+    assert len(runforge.read_metrics(path)) == 100 and gc.isenabled()
+    gc.disable()
+    try:
+        assert len(runforge.read_metrics(path)) == 100 and not gc.isenabled()
+    finally:
+        gc.enable()

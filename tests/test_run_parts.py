@@ -292,3 +292,31 @@ def test_run_puts_the_pieces_together(tmp_dir):
     assert read_json(run_dir / "run.json")["step"] == 11
     assert read_json(run_dir / "status.json")["status"] == "finished"
     assert [line["step"] for line in runforge.read_metrics(run_dir)] == [5, 10, 11]
+
+
+def test_staged_files_get_fresh_private_names_beside_the_target(tmp_path):
+    import stat
+
+    from runforge.run.files import _create_beside, stage_with
+
+    fds = [_create_beside(tmp_path, ".x.", ".tmp") for _ in range(50)]
+    names = {name for _, name in fds}
+    for fd, name in fds:
+        os.close(fd)
+        assert os.path.dirname(name) == str(tmp_path) and os.path.basename(name).startswith(".x.")
+        assert name.endswith(".tmp") and stat.S_IMODE(os.stat(name).st_mode) == 0o600
+    assert len(names) == 50
+    staged = stage_with(tmp_path / "a.json", lambda f: f.write(b"{}"))
+    assert staged.parent == tmp_path and staged.read_bytes() == b"{}" and stat.S_IMODE(staged.stat().st_mode) == 0o644
+
+
+def test_run_ids_and_the_host_name_keep_their_form():
+    import re
+    import socket
+
+    from runforge.run import system
+    from runforge.run.naming import new_id
+
+    ids = {new_id() for _ in range(200)}
+    assert len(ids) == 200 and all(re.fullmatch(r"[a-z0-9]{8}", i) for i in ids)
+    assert system.host() == socket.gethostname()

@@ -11,20 +11,19 @@ atomically, so no entry is lost when exports race.
 from __future__ import annotations
 
 import errno
-import fcntl
 import json
 import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
 from ..errors import BadInputError
+from .events import utc_now
 from .files import write_json
 from .layout import CONFIG_FILE, METADATA_FILE, METRICS_FILE, REGISTRY_FILE, RUN_FILE
-from .metrics import read_metrics
-from .run import utc_now
+
+# runforge.run binds `export` eagerly (see its __init__), so what an export alone needs (shutil,
+# tempfile, fcntl, the metrics reader and orjson) is imported inside the functions that use it.
 
 
 def _taken(registry: Path, prefix: str, source: str) -> int:
@@ -74,6 +73,11 @@ def export(
             raise BadInputError(src, "is missing; nothing was exported")
         if Path(dest).is_absolute() or ".." in Path(dest).parts:
             raise BadInputError(None, f"export destination {dest!r} must be a relative path inside the export")
+    import shutil
+    import tempfile
+
+    from .metrics import read_metrics
+
     run_info = _read_json_or(run_dir / RUN_FILE, {})
     metrics = read_metrics(run_dir)
     registry.mkdir(parents=True, exist_ok=True)
@@ -120,6 +124,8 @@ def export(
 
 
 def _register(registry: Path, entry: dict[str, Any]) -> None:
+    import fcntl
+
     lock_path = registry / ".registry.lock"
     with open(lock_path, "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -164,6 +162,8 @@ def claim_dir(request: OpenRequest) -> tuple[Path, str, str, bool]:
             return out, info.get("name", out.name), info.get("id", ""), True
         if not request.overwrite:
             raise RunExistsError(f"{out}: already holds a run; pass --resume to continue it or --overwrite to replace it")
+        import shutil  # only an overwrite needs it
+
         shutil.rmtree(out)
     elif resume:
         raise RunNotFoundError(f"{out}: no run to resume here ({RUN_FILE} is missing)")
@@ -180,6 +180,8 @@ def git_state(cwd: str | os.PathLike[str] | None = None) -> dict[str, Any] | Non
     imports usually live; runforge's own trainers count when run from their checkout); None outside a
     repository, without git, or when git is slow. `dirty`: tracked files differ from the commit
     (untracked files, such as the runs folder, do not count)."""
+    import subprocess  # ~4 ms to import: paid when a run opens, not by `from runforge import Run`
+
     try:
         done = subprocess.run(  # --no-optional-locks: never takes the index lock another git process holds
             ["git", "--no-optional-locks", "status", "--porcelain=v2", "--branch", "--untracked-files=no"],

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -76,7 +75,7 @@ def effective_status(info: dict[str, Any], status: dict[str, Any] | None, now: f
     if age <= HEARTBEAT_STALE_SECONDS:
         return "running"
     pid = info.get("pid")
-    if info.get("host") == socket.gethostname() and isinstance(pid, int):
+    if info.get("host") == system.host() and isinstance(pid, int):
         return "running" if system.pid_alive(pid, info.get("pid_start")) else "crashed"
     return "crashed" if age > 10 * HEARTBEAT_STALE_SECONDS else "running"
 

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import os
-import platform
-import socket
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -71,6 +68,8 @@ def pid_alive(pid: int, start_ticks: int | None = None) -> bool:
 
 
 def git_commit(cwd: str | os.PathLike[str] = ".") -> str | None:
+    import subprocess  # ~4 ms to import; `from runforge import Run` should not pay for it up front
+
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5, check=False
@@ -82,6 +81,8 @@ def git_commit(cwd: str | os.PathLike[str] = ".") -> str | None:
 
 
 def versions() -> dict[str, Any]:
+    import platform  # off the import path: only a run opening or closing asks
+
     from .. import __version__
 
     torch_module = sys.modules.get("torch")  # reported only if the trainer already imported it
@@ -93,6 +94,10 @@ def versions() -> dict[str, Any]:
 
 
 def host() -> str:
+    if hasattr(os, "uname"):  # the same name gethostname() gives, without importing socket
+        return os.uname().nodename
+    import socket
+
     return socket.gethostname()
 
 
