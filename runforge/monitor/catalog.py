@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 from ..errors import BadInputError, RunNotFoundError
-from ..run.layout import METRICS_FILE, RUN_FILE, STATUS_FILE, checkpoint_index
+from ..run.layout import METRICS_FILE, RUN_FILE, STATUS_FILE, SWEEP_FILE, checkpoint_index
 from ..run.read import list_images, read_info, read_status, summarize
 from ..run.snapshots import best_metric, list_snapshots, load_snapshot, snapshot_folder
 
@@ -207,7 +207,8 @@ class Catalog:
         found: dict[str, RunEntry] = {}
         for index, root in enumerate(self.roots):
             for run_dir in self._runs_in(root):
-                key = run_dir.name
+                # a sweep's point folders (00-lr_0.1) repeat from sweep to sweep: the sweep names them
+                key = run_dir.name if root in (run_dir, run_dir.parent) else f"{run_dir.parent.name}.{run_dir.name}"
                 if key in found:
                     key = f"{run_dir.name}~{index}"
                 found[key] = RunEntry(key, run_dir, root)
@@ -216,11 +217,14 @@ class Catalog:
         return list(found.values())
 
     @staticmethod
-    def _runs_in(root: Path) -> list[Path]:
-        if servable(root, root):
-            return [root]
+    def _runs_in(root: Path, folder: Path | None = None, nested: bool = True) -> list[Path]:
+        """The runs in `folder` (default: the root), and in the sweep folders there when `nested`."""
+        if folder is None:
+            if servable(root, root):
+                return [root]
+            folder = root
         try:
-            scanned = list(os.scandir(root))
+            scanned = list(os.scandir(folder))
         except OSError:
             return []
         runs = []
@@ -229,8 +233,12 @@ class Catalog:
                 continue
             # the root is a real path, so only a link can lead out (to a run we were not asked to serve)
             real_dir = os.path.realpath(entry.path) if entry.is_symlink() else entry.path
-            if _within(real_dir, str(root)) and _summary_files_inside(real_dir):
+            if not _within(real_dir, str(root)):
+                continue
+            if _summary_files_inside(real_dir):
                 runs.append(Path(entry.path))
+            elif nested and _is_file(Path(real_dir, SWEEP_FILE)):  # a sweep: its points are runs of this root
+                runs.extend(Catalog._runs_in(root, Path(entry.path), nested=False))
         return runs
 
     def get(self, key: str) -> RunEntry:

@@ -12,6 +12,7 @@
     {run}/ckpts/index_rank{rank}.json           CHECKPOINT_INDEX_PATTERN: the checkpoints that are complete
     {run}/control/{command}[.taken]             CONTROL_DIR, RECEIPT_SUFFIX: the control channel
     {registry}/registry.json                    REGISTRY_FILE: the exports of a registry folder
+    {root}/{sweep}/sweep.json                   SWEEP_FILE: a sweep's points, one run folder each beside it
     {registry}/{export}/training_metadata.json  METADATA_FILE
 
 docs/run-layer.md describes each file's contents.
@@ -33,6 +34,7 @@ CONTROL_DIR = "control"
 RECEIPT_SUFFIX = ".taken"
 REGISTRY_FILE = "registry.json"
 METADATA_FILE = "training_metadata.json"
+SWEEP_FILE = "sweep.json"
 TEMP_SUFFIX = ".tmp"
 """`.{name}.{random}.tmp`: what a writer killed mid-write leaves behind."""
 

@@ -21,10 +21,9 @@ from typing import Any
 
 from ..run.events import utc_now
 from ..run.files import write_json
-from ..run.layout import RUN_FILE
+from ..run.layout import RUN_FILE, SWEEP_FILE
 from .points import Point
 
-SWEEP_FILE = "sweep.json"
 SUBMITIT_DIR = ".submitit"
 POLL_S = 0.2
 STOP_WAIT_S = 120.0

@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import slurm_standins  # noqa: E402
 
 from runforge.cli import main  # noqa: E402
-from runforge.monitor.catalog import run_rows  # noqa: E402
+from runforge.monitor.catalog import Catalog, run_rows  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -66,6 +66,10 @@ def test_a_2x2_grid_on_the_local_executor_gives_four_complete_runs_named_by_thei
     # `runforge runs FOLDER` lists exactly the sweep's runs
     rows = run_rows([folder])
     assert sorted(r["name"] for r in rows) == [d.name for d in dirs]
+    # and the runs root above it lists them too, keyed by sweep and point (the dashboard's keys)
+    (tmp_path / "runs" / "other").mkdir()  # neither a run nor a sweep: not listed
+    assert sorted(r["name"] for r in run_rows([tmp_path / "runs"])) == [d.name for d in dirs]
+    assert sorted(e.key for e in Catalog([tmp_path / "runs"]).entries()) == [f"grid.{d.name}" for d in dirs]
 
 
 def test_random_points_from_a_log_range_and_from_lists(tmp_path):
