@@ -28,6 +28,9 @@ class Config:
                              ge=0, le=10**9)
     map_id: int | None = option(None, "source map maps/{id}/map.json (default: dataset_id)", ge=0, le=10**9)
     init_mode: Literal["from_map", "ground_plane", "cube", "empty"] = option("from_map", "how the grid starts")
+    init_fog: float | None = option(None, "occupancy of the voxels the start leaves empty (0: empty; default 0.05, "
+                                          "and 0 for from_map); a faint fog lets a fit grow hills from a flat floor",
+                                    ge=0, lt=0.5)
     lr: float = option(0.01, "Adam learning rate of both logit tensors", gt=0, le=10)
     guidance: Literal["auto", "sds", "photometric"] = option("auto", "auto: sds with a --prompt, photometric without")
     model_path: Path | None = option(None, "diffusers model folder (SD 1.x/2.x or SDXL) for SDS")
@@ -48,6 +51,8 @@ class Config:
     resolution: int | None = option(None, "render size: the longer image side in pixels (default: the dataset's "
                                           "camera size)", ge=8, le=MAX_RESOLUTION)
     rays_per_step: int = option(4096, "photometric: random rays per step (0: the whole image)", ge=0, le=10**7)
+    views_per_step: int = option(1, "photometric: cameras per step, rays_per_step shared among them", ge=1,
+                                 le=10_000)
     image_every: int = option(5, "save a render every N steps (and at step 1 and the last)", ge=1, le=MAX_STEPS)
     save_map_every: int = option(50, "save maps/step_N.json and a checkpoint every N steps (and the last)",
                                  ge=1, le=MAX_STEPS)
@@ -64,6 +69,12 @@ class Config:
     @property
     def source_map_id(self) -> int:
         return self.dataset_id if self.map_id is None else self.map_id
+
+    @property
+    def resolved_init_fog(self) -> float:
+        if self.init_fog is not None:
+            return self.init_fog
+        return 0.0 if self.init_mode == "from_map" else 0.05
 
     @property
     def resolved_guidance(self) -> str:
@@ -98,8 +109,8 @@ def check_model_folder(model_path: Path) -> None:
 
 PRESETS = {
     "tiny": Config(steps=6, resolution=32, rays_per_step=0, image_every=2, save_map_every=3, log_every=2, export=False),
-    "demo": Config(steps=1500, init_mode="ground_plane", lr=0.1, lambda_support=0.01, image_every=50,
-                   save_map_every=500, log_every=25),
+    "demo": Config(steps=500, init_mode="ground_plane", lr=0.1, lambda_support=0.01, temp_start=1.0, temp_end=0.3,
+                   rays_per_step=8192, views_per_step=8, image_every=25, save_map_every=100, log_every=10),
 }
 
 

@@ -35,13 +35,22 @@ SEGMENT_CACHE_BYTES = 1 << 30
 """Per-camera ray segments are kept up to this size: training revisits the same cameras."""
 
 
-def _select_rays(seg: Segments, pixels: torch.Tensor) -> Segments:
-    """The segments of the rays `pixels` (sorted), renumbered 0..len(pixels)-1."""
-    new_id = torch.full((seg.num_rays,), -1, dtype=torch.long, device=seg.ray.device)
-    new_id[pixels] = torch.arange(len(pixels), device=seg.ray.device)
-    mapped = new_id[seg.ray]
-    keep = torch.nonzero(mapped >= 0).squeeze(1)
-    return Segments(mapped[keep], seg.cell[keep], seg.length[keep], seg.shade[keep], len(pixels))
+def _ray_starts(seg: Segments) -> torch.Tensor:
+    """(num_rays + 1,): where each ray's segments begin in the ray-major packing, and the end."""
+    counts = torch.bincount(seg.ray, minlength=seg.num_rays)
+    return torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])
+
+
+def _select_rays(seg: Segments, starts: torch.Tensor, pixels: torch.Tensor) -> Segments:
+    """The segments of the rays `pixels` (sorted), renumbered 0..len(pixels)-1.
+
+    Gathers the rays' ranges of the packing, so a step costs what its rays cost rather than a pass over
+    every segment of the camera: several views a step would otherwise pay for several whole images."""
+    first, counts = starts[pixels], starts[pixels + 1] - starts[pixels]
+    ray = torch.repeat_interleave(torch.arange(len(pixels), device=pixels.device), counts)
+    offset = torch.cumsum(counts, 0) - counts
+    keep = torch.arange(len(ray), device=pixels.device) + (first - offset).repeat_interleave(counts)
+    return Segments(ray, seg.cell[keep], seg.length[keep], seg.shade[keep], len(pixels))
 
 
 class SegmentCache:
@@ -56,24 +65,25 @@ class SegmentCache:
     def __init__(self, size: Sequence[int], block_size: float, device: torch.device,
                  budget: int = SEGMENT_CACHE_BYTES) -> None:
         self.size, self.block_size, self.device, self.budget = tuple(size), block_size, device, budget
-        self._cache: dict[int, Segments] = {}
+        self._cache: dict[int, tuple[Segments, torch.Tensor]] = {}
         self._bytes = 0
 
-    def _cached(self, camera: Camera) -> Segments | None:
-        seg = self._cache.get(camera.index)
+    def _cached(self, camera: Camera) -> tuple[Segments, torch.Tensor] | None:
+        cached = self._cache.get(camera.index)
         most = camera.width * camera.height * (sum(self.size) + 3) * self.BYTES_PER_SEGMENT
-        if seg is None and self._bytes + most <= self.budget:
+        if cached is None and self._bytes + most <= self.budget:
             origins, directions = camera_rays(camera, self.block_size, self.device)
             seg = traverse(origins, directions, self.size)
-            self._cache[camera.index] = seg
+            cached = self._cache[camera.index] = (seg, _ray_starts(seg))
             self._bytes += len(seg.ray) * self.BYTES_PER_SEGMENT
-        return seg
+        return cached
 
     def rays(self, camera: Camera, pixels: torch.Tensor | None = None) -> Segments:
         """The segments of `camera`'s pixels `pixels` (sorted flat indices; None: all), numbered 0..len(pixels)-1."""
-        seg = self._cached(camera)
-        if seg is not None:
-            return seg if pixels is None else _select_rays(seg, pixels)
+        cached = self._cached(camera)
+        if cached is not None:
+            seg, starts = cached
+            return seg if pixels is None else _select_rays(seg, starts, pixels)
         origins, directions = camera_rays(camera, self.block_size, self.device)
         if pixels is not None:
             origins, directions = origins[pixels], directions[pixels]

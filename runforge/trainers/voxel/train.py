@@ -5,7 +5,7 @@
     runforge train voxel --out out_local/sds_training --resume                     # continue a stopped run
     runforge export --training_dir out_local/sds_training --source_map_id 1       # export by hand
 
-Each step: pick a dataset camera, build the volume from the grid (temperature
+Each step: pick --views_per_step dataset cameras, build the volume from the grid (temperature
 annealed 2.0 -> 0.5), render, take the guidance loss plus the regularisers, and
 take one Adam step on both logit tensors. Outputs (docs/voxel.md):
 images/step_{STEP:04d}_cam{IDX}.png, maps/step_{STEP:04d}.json with a checkpoint
@@ -136,7 +136,7 @@ def train(cfg: Config, run: Run) -> None:
     source = read_map(map_path)
     dataset = read_dataset(dataset_dir)
     cameras: list[Camera] = [fit_resolution(c, cfg.resolution) for c in dataset.cameras]
-    grid = DifferentiableVoxelGrid.initialise(cfg.init_mode, source).to(device)
+    grid = DifferentiableVoxelGrid.initialise(cfg.init_mode, source, cfg.resolved_init_fog).to(device)
     optimizer = torch.optim.Adam(grid.parameters(), lr=cfg.lr)
     segments = SegmentCache(grid.size, source.block_size, device)
     guidance: Photometric | SDS
@@ -171,15 +171,18 @@ def train(cfg: Config, run: Run) -> None:
     for step in range(run.start_step + 1, cfg.steps + 1):
         progress = (step - 1) / max(cfg.steps - 1, 1)
         temperature = cfg.temp_start + (cfg.temp_end - cfg.temp_start) * progress
-        position = int(torch.randint(len(cameras), (1,), generator=generator))
-        camera = cameras[position]
+        positions = torch.randperm(len(cameras), generator=generator)[: cfg.views_per_step].tolist()
+        camera = cameras[positions[0]]
 
-        volume = grid.volume(temperature)
+        probs = grid.channel_probs(temperature)  # once a step: the render and the smoothness prior share it
+        volume = grid.volume(temperature, probs)
         if isinstance(guidance, Photometric):
-            guidance_loss = guidance.loss(volume, position, generator, cfg.rays_per_step)
+            # several views a step: a surface seen from one side only is repainted view by view instead of moved
+            rays = -(-cfg.rays_per_step // len(positions))
+            guidance_loss = sum(guidance.loss(volume, p, generator, rays) for p in positions) / len(positions)
         else:
             guidance_loss = guidance.loss(segments.render(volume, camera), progress, generator)
-        reg = regularisers(grid, temperature)
+        reg = regularisers(grid, temperature, probs)
         total = (guidance_loss + cfg.lambda_sparsity * reg["sparsity"] + cfg.lambda_entropy * reg["entropy"]
                  + cfg.lambda_smooth * reg["smooth"] + cfg.lambda_support * reg["support"])
         optimizer.zero_grad(set_to_none=True)
