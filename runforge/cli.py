@@ -37,6 +37,7 @@ COMMAND_MODULES = (
     "runforge.trainers.kolmogorov.cli",
     "runforge.sweep.cli",
     "runforge.tb_import",
+    "runforge.view.cli",
 )
 RUN_FLAGS = ("out", "root", "name", "resume", "overwrite", "preset", "config", "no_tensorboard", "progress")
 

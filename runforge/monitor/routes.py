@@ -33,6 +33,7 @@ from ..run.layout import CONFIG_FILE, CONTROL_DIR, EVENTS_FILE
 from ..run.metrics import read_metrics
 from ..run.snapshot_fields import recorded_groups
 from ..run.snapshots import load_snapshot
+from ..view import view_command
 from . import analysis
 from .cache import ChartCache
 from .catalog import Catalog, Refused, RunEntry, page_status
@@ -226,7 +227,8 @@ def run_detail(catalog: Catalog, entry: RunEntry, token_set: bool) -> dict[str, 
             "config": json_file(entry.path(CONFIG_FILE)),
             "status": page_status(catalog.status(entry), row), "snapshots": snapshots,
             "images": images, "warnings": entry.outside_folders(info),
-            "snapshot_groups": recorded_groups(info), "control_needs_token": token_set}
+            "snapshot_groups": recorded_groups(info), "control_needs_token": token_set,
+            "view_command": view_command(info.get("trainer"), str(entry.dir))}
 
 
 def metrics_body(catalog: Catalog, charts: ChartCache, entry: RunEntry, names: list[str] | None, points: int,

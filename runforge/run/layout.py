@@ -5,6 +5,7 @@
     {run}/status.json                           STATUS_FILE: live step, ETA, pause state
     {run}/events.log                            EVENTS_FILE: one line per event
     {run}/train.jsonl                           METRICS_FILE: one JSON line per logged step
+    {run}/train.index                           METRICS_INDEX_FILE: train.jsonl's numeric columns (derived)
     {run}/tb/                                   TB_DIR: TensorBoard event files
     {run}/images/                               IMAGES_DIR: sample images
     {run}/stats/stats_{step}.json               SNAPSHOT_DIR / SNAPSHOT_PATTERN (a trainer may choose others)
@@ -23,6 +24,7 @@ CONFIG_FILE = "config.json"
 STATUS_FILE = "status.json"
 EVENTS_FILE = "events.log"
 METRICS_FILE = "train.jsonl"
+METRICS_INDEX_FILE = "train.index"
 TB_DIR = "tb"
 IMAGES_DIR = "images"
 SNAPSHOT_DIR = "stats"

@@ -16,14 +16,20 @@ import json
 import math
 import os
 import re
+import struct
+import sys
 import warnings
+import zlib
+from array import array
+from itertools import chain
+from operator import itemgetter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple
 
 from ..errors import BadInputError
 from .files import json_default, write_with
-from .layout import METRICS_FILE
+from .layout import METRICS_FILE, METRICS_INDEX_FILE
 
 _dumps: Callable[[Any], bytes]
 try:
@@ -92,15 +98,30 @@ def encode_line(record: dict[str, Any]) -> bytes:
 
 
 class MetricsFile:
-    """Appends encoded lines to train.jsonl."""
+    """Appends encoded lines to train.jsonl, and their numeric columns to train.index after them."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, index: Path | None = None) -> None:
         self.path = path
         self._file = open(path, "ab")
+        self._index: MetricsIndex | None = None
+        if index is not None:
+            try:
+                self._index = MetricsIndex(index, path, os.fstat(self._file.fileno()).st_size)
+            except (OSError, ValueError, TypeError, OverflowError):
+                self._index = None  # derived data: the dashboard then parses train.jsonl, as for an old run
 
-    def write_lines(self, lines: list[bytes]) -> None:
-        self._file.write(b"\n".join(lines) + b"\n")
-        self._file.flush()
+    def write_lines(self, lines: list[bytes], logged: list[tuple[int, Any, dict[str, Any]]] | None = None) -> None:
+        """Append `lines`; `logged` are the (step, time, metrics) they encode, for the index."""
+        data = b"\n".join(lines) + b"\n"
+        self._file.write(data)
+        self._file.flush()  # the lines reach the file before the index names them: an index is never ahead
+        index = self._index
+        if index is not None:
+            try:
+                index.append(data, lines, logged)
+            except (OSError, ValueError, TypeError, OverflowError):
+                index.close()
+                self._index = None
 
     def sync(self) -> None:
         """Make the written lines durable (before a checkpoint that depends on them is listed)."""
@@ -108,6 +129,8 @@ class MetricsFile:
 
     def close(self) -> None:
         self._file.close()
+        if self._index is not None:
+            self._index.close()
 
 
 class DamagedLogWarning(UserWarning):
@@ -303,10 +326,14 @@ class Truncation:
     kept: list[bytes]
     dropped: int
     last_time: float
+    intact: int = 0
+    """The bytes at the start of train.jsonl that the rewrite leaves as they are."""
 
     def apply(self) -> None:
         """Rewrite train.jsonl atomically with the kept lines, if any were dropped."""
         if self.dropped:
+            # train.index first: a kill between the two must not leave it describing bytes the rewrite changed
+            cut_index(self.path.with_name(METRICS_INDEX_FILE), self.intact)
             write_with(self.path, lambda f: f.write(b"".join(line + b"\n" for line in self.kept)))
 
 
@@ -327,8 +354,11 @@ def plan_truncation(path: Path, step: int) -> Truncation:
     unfinished = bool(data[end:].strip())
     if unfinished:
         lines.append(data[end:])
+    intact = 0
+    changed = False
     for number, line in enumerate(lines, 1):
         if not line.strip():
+            changed = True
             continue
         record, problem = decode_line(line)
         if problem == NOT_JSON and unfinished and number == len(lines):
@@ -339,8 +369,390 @@ def plan_truncation(path: Path, step: int) -> Truncation:
                                       "so mend or delete that line first")
         if isinstance(record.get("step"), int) and record["step"] > step:
             dropped += 1
+            changed = True
             continue
         kept.append(line)
+        if not changed:
+            intact += len(line) + 1
         if isinstance(record.get("time"), (int, float)):
             last_time = float(record["time"])
-    return Truncation(path, kept, dropped, last_time)
+    return Truncation(path, kept, dropped, last_time, intact)
+
+
+# ------------------------------------------------------------------------------------------------
+# train.index: the numeric columns of train.jsonl, so that a chart of a long run needs no JSON parse.
+#
+# A head, "RFXI" | u64 device | u64 inode | u32 crc32 of the two (the train.jsonl its blocks were
+# checked against), then blocks, each describing a stretch of train.jsonl that follows the one
+# before it (the first starts at byte 0):
+#
+#     "RFX1" | u32 header length | u32 payload length | u32 crc32 of header + payload | header | payload
+#
+# The header is a JSON object: `start`/`end` (the stretch's bytes in train.jsonl), `crc` (their
+# crc32), `lines` (their newlines), `records` and `last_step` (lines with an integer step, the last of
+# those steps), `order` (the byte order of the payload), `check` ([length, crc32] of the stretch's last
+# line, newline included) and `columns` ([name, count], ...); the payload holds, per column, `count`
+# steps then `count` values as float64. It is derived data: the writer appends a block only after the
+# lines it describes are in train.jsonl, and a reader trusts a block only if it continues the one
+# before, ends within train.jsonl and that file still holds the stretch (`scan_index`). So a kill at
+# any moment, a rewrite by a resume, a copy of the run or a damaged index leave blocks that are
+# checked or ignored, never wrong columns; whatever the blocks do not cover is parsed as before.
+
+NOT_CHARTED = ("step", "time", "nonfinite")
+"""Keys of a train.jsonl line that are not metrics."""
+
+INDEX_FILE_MAGIC = b"RFXI"
+_FILE_HEAD = struct.Struct("<4sQQI")  # magic, device and inode of train.jsonl, crc32 of the two
+INDEX_MAGIC = b"RFX1"
+_BLOCK_HEAD = struct.Struct("<4sIII")
+INDEX_BLOCK_RECORDS = 4096
+INDEX_BLOCK_BYTES = 256 << 10
+"""A block is sealed at this many lines or payload bytes. Until then the writer rewrites the last
+block in place with each batch, so a run that logs a line every few seconds still has few blocks."""
+
+_HUGE = 2 ** 1024
+"""Steps beyond float64 are not charted (the columns hold float64)."""
+_NUMBER = frozenset((float, int))  # exact types: a bool is not charted, a numpy scalar reads back otherwise
+
+
+class Columns:
+    """The numeric columns of some train.jsonl lines as the dashboard charts them: name -> (steps, values),
+    nested names joined by '.', null (a non-finite value) as NaN. A line whose step is not an integer is
+    left out; strings, booleans and lists are not charted."""
+
+    __slots__ = ("columns", "records", "last_step")
+
+    def __init__(self) -> None:
+        self.columns: dict[str, tuple[array, array]] = {}
+        self.records = 0
+        self.last_step: int | None = None
+
+    def _column(self, name: str) -> tuple[array, array]:
+        column = self.columns.get(name)
+        if column is None:
+            column = self.columns[name] = (array("d"), array("d"))
+        return column
+
+    def _add(self, name: str, step: int, value: float) -> None:
+        column = self.columns.get(name)
+        if column is None:
+            column = self.columns[name] = (array("d"), array("d"))
+        try:
+            column[1].append(value)
+        except OverflowError:  # an integer beyond float64: no point to draw, like a non-finite value
+            column[1].append(math.nan)
+        column[0].append(step)
+
+    def add_records(self, records: list[dict[str, Any]]) -> None:
+        """Parsed train.jsonl lines."""
+        add = self._add
+        for record in records:
+            step = record.get("step")
+            if type(step) is not int or not -_HUGE < step < _HUGE:
+                continue
+            self.records += 1
+            self.last_step = step
+            for key, value in record.items():
+                kind = type(value)
+                if kind is float or kind is int:
+                    if key not in NOT_CHARTED:
+                        add(key, step, value)
+                elif kind is dict:
+                    self._add_nested(key + ".", value, step)
+                elif value is None and key not in NOT_CHARTED:
+                    add(key, step, math.nan)
+
+    def _add_nested(self, prefix: str, values: dict[str, Any], step: int) -> None:
+        for key, value in values.items():
+            kind = type(value)
+            if kind is float or kind is int:
+                self._add(prefix + key, step, value)
+            elif kind is dict:
+                self._add_nested(f"{prefix}{key}.", value, step)
+            elif value is None:
+                self._add(prefix + key, step, math.nan)
+
+    def add_logged(self, batch: list[tuple[int, Any, dict[str, Any]]]) -> bool:
+        """`run.log` calls (step, time, metrics) not yet encoded: what `add_records` would make of their
+        lines, without parsing them. False, and nothing added, when a value is of a type whose reading
+        back only the parser can tell (a numpy scalar, a tensor, a key that is not a string, ...)."""
+        if not batch:
+            return True
+        steps = [entry[0] for entry in batch]
+        if set(map(type, steps)) != {int}:
+            return False
+        try:
+            x = array("d", steps)
+        except OverflowError:
+            return False
+        metrics = [entry[2] for entry in batch]
+        keys = tuple(metrics[0])
+        # Most runs log the same flat keys each step: a column at a time, at C speed. Equal sizes and
+        # every key found mean equal key sets.
+        rows: Any = None
+        if keys and "nonfinite" not in keys and set(map(len, metrics)) == {len(keys)}:
+            try:
+                rows = list(map(itemgetter(*keys), metrics))
+            except KeyError:
+                rows = None
+        if rows is not None and all(type(key) is str for key in keys):
+            width = len(keys)
+            row_major = list(chain.from_iterable(rows)) if width > 1 else rows
+            values: array | None = None
+            if set(map(type, row_major)) <= _NUMBER:
+                try:
+                    values = array("d", row_major)
+                except OverflowError:
+                    values = None
+            if values is not None:
+                total = sum(values)
+                if total - total != 0:  # a NaN or an infinity somewhere: the line holds null there
+                    values = array("d", [v if v - v == 0 else math.nan for v in values])
+                for at, key in enumerate(keys):
+                    column = self._column(key)
+                    column[0].extend(x)
+                    column[1].extend(values[at::width])
+                self.records += len(batch)
+                self.last_step = steps[-1]
+                return True
+        flat: list[tuple[str, int, float]] = []
+        for step, _, values in batch:
+            if "nonfinite" in values or not _flatten(values, "", step, flat):
+                return False
+        add = self._add
+        for name, step, value in flat:
+            add(name, step, value)
+        self.records += len(batch)
+        self.last_step = steps[-1]
+        return True
+
+
+def _flatten(values: dict[Any, Any], prefix: str, step: int, out: list[tuple[str, int, float]]) -> bool:
+    for key, value in values.items():
+        if type(key) is not str:
+            return False
+        kind = type(value)
+        if kind is float:
+            out.append((prefix + key, step, value if value - value == 0 else math.nan))
+        elif kind is int:
+            try:
+                out.append((prefix + key, step, float(value)))
+            except OverflowError:
+                out.append((prefix + key, step, math.nan))
+        elif kind is dict:
+            if not _flatten(value, f"{prefix}{key}.", step, out):
+                return False
+        elif value is None:
+            out.append((prefix + key, step, math.nan))
+        elif kind not in (str, bool, list, tuple):
+            return False
+    return True
+
+
+def encode_block(start: int, end: int, lines: int, columns: Columns, last_line: bytes, crc: int) -> bytes:
+    """One train.index block for the stretch [start, end) of train.jsonl, whose bytes have the crc32 `crc`
+    and whose last line (newline included) is `last_line`."""
+    names = list(columns.columns)
+    header = _dumps({"start": start, "end": end, "lines": lines, "records": columns.records,
+                     "last_step": columns.last_step, "order": sys.byteorder, "crc": crc,
+                     "check": [len(last_line), zlib.crc32(last_line)],
+                     "columns": [[name, len(columns.columns[name][0])] for name in names]})
+    payload = b"".join(part.tobytes() for name in names for part in columns.columns[name])
+    return _BLOCK_HEAD.pack(INDEX_MAGIC, len(header), len(payload), zlib.crc32(payload, zlib.crc32(header))) + header + payload
+
+
+def index_head(log_fd: int) -> bytes:
+    """The start of train.index: which file (device, inode) its blocks were checked against."""
+    stat = os.fstat(log_fd)
+    identity = struct.pack("<QQ", stat.st_dev, stat.st_ino)
+    return _FILE_HEAD.pack(INDEX_FILE_MAGIC, stat.st_dev, stat.st_ino, zlib.crc32(identity))
+
+
+class IndexBlock(NamedTuple):
+    header: dict[str, Any]
+    payload: int
+    """Where the payload starts in the index data."""
+    stop: int
+    """Where the block ends in the index data."""
+
+
+def _blocks(data: Any) -> Iterator[IndexBlock]:
+    """The whole, undamaged blocks of index data (after its head), up to the first that is not."""
+    view = memoryview(data)
+    pos = _FILE_HEAD.size
+    while pos + _BLOCK_HEAD.size <= len(data):
+        magic, header_size, payload_size, crc = _BLOCK_HEAD.unpack_from(data, pos)
+        body = pos + _BLOCK_HEAD.size
+        payload = body + header_size
+        stop = payload + payload_size
+        if magic != INDEX_MAGIC or stop > len(data):
+            return
+        if zlib.crc32(view[payload:stop], zlib.crc32(view[body:payload])) != crc:
+            return
+        try:
+            header = _fast_loads(bytes(view[body:payload]))
+        except ValueError:
+            return
+        if type(header) is not dict:
+            return
+        yield IndexBlock(header, payload, stop)
+        pos = stop
+
+
+def _agrees(block: IndexBlock, start: int, log_fd: int, log_size: int, whole: bool) -> bool:
+    """Whether `block` continues at `start` and train.jsonl (`log_size` bytes) still holds the stretch it
+    describes: its last line, or with `whole` every byte of it."""
+    header = block.header
+    try:
+        end, crc, (check_size, check_crc) = header["end"], header["crc"], header["check"]
+        counts = [count for name, count in header["columns"] if type(name) is str]
+        if not (header["start"] == start < end <= log_size and header["order"] == sys.byteorder
+                and all(type(v) is int for v in (end, crc, check_size, check_crc, header["lines"], header["records"],
+                                                  *counts))
+                and len(counts) == len(header["columns"]) and min(counts, default=0) >= 0
+                and 16 * sum(counts) == block.stop - block.payload and 0 < check_size <= end - start):
+            return False
+        if whole:
+            return zlib.crc32(os.pread(log_fd, end - start, start)) == crc
+        last = os.pread(log_fd, check_size, end - check_size)
+    except (KeyError, TypeError, ValueError, OSError):
+        return False
+    return last.endswith(b"\n") and zlib.crc32(last) == check_crc
+
+
+def scan_index(data: Any, log_fd: int, log_size: int) -> list[IndexBlock]:
+    """The blocks of index data that describe train.jsonl (open as `log_fd`, `log_size` bytes long) from
+    its start, up to the first that does not: a damaged block, one past the end of the log or one
+    whose stretch the log no longer holds (rewritten by a resume, replaced, edited) ends the scan.
+
+    While train.jsonl is the file the index was written beside (its device and inode, in the index's
+    head) it only ever grew by whole lines, so a block's last line standing where it says is proof
+    enough; any other file (a copy of the run, a log rewritten by a resume or by hand) has every
+    block's bytes checked against their crc32, which costs a read of the log (~50 ms for 60 MB).
+    """
+    if len(data) < _FILE_HEAD.size:
+        return []
+    magic, dev, ino, crc = _FILE_HEAD.unpack_from(data, 0)
+    if magic != INDEX_FILE_MAGIC or zlib.crc32(struct.pack("<QQ", dev, ino)) != crc:
+        return []
+    stat = os.fstat(log_fd)
+    whole = (dev, ino) != (stat.st_dev, stat.st_ino)
+    found = []
+    covered = 0
+    for block in _blocks(data):
+        if not _agrees(block, covered, log_fd, log_size, whole):
+            break
+        found.append(block)
+        covered = block.header["end"]
+    return found
+
+
+def _last_line(data: bytes) -> bytes:
+    """The last line of `data` (which ends with a newline), newline included."""
+    return data[data.rfind(b"\n", 0, len(data) - 1) + 1:]
+
+
+class MetricsIndex:
+    """Keeps train.index in step with train.jsonl: called by `MetricsFile` after each batch of lines.
+
+    Opening it drops the blocks that no longer agree with train.jsonl, names the log it was checked
+    against in its head, and describes the lines it does not cover yet (a kill between a batch and its
+    block, a run from before the index), so that the blocks written from then on continue the ones
+    before. Errors are the caller's to catch: the index is then abandoned for this session, and the
+    readers parse what it does not cover.
+    """
+
+    def __init__(self, path: Path, log_path: Path, log_size: int) -> None:
+        self.path = path
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            data = _read_fd(self._fd)
+            with open(log_path, "rb") as log:
+                blocks = scan_index(data, log.fileno(), log_size)
+                self._pos = blocks[-1].stop if blocks else _FILE_HEAD.size
+                self._end = blocks[-1].header["end"] if blocks else 0
+                os.ftruncate(self._fd, self._pos)
+                os.pwrite(self._fd, index_head(log.fileno()), 0)
+                self._open: tuple[Columns, int, int, int] | None = None  # columns, start, lines, crc of the block rewritten in place
+                if self._end < log_size:
+                    log.seek(self._end)
+                    self._describe(log.read(log_size - self._end))
+        except BaseException:
+            os.close(self._fd)
+            raise
+
+    def _describe(self, data: bytes) -> None:
+        if not data.endswith(b"\n"):
+            raise ValueError("train.jsonl ends with an unfinished line")
+        number = 1
+        for piece in pieces(data, len(data)):
+            parsed = parse_lines(piece, number, exact=False)
+            if parsed.damaged:
+                raise ValueError("train.jsonl holds damaged lines")  # their warning is the readers' to give
+            number += parsed.lines
+            columns = Columns()
+            columns.add_records(parsed.records)
+            self._write(encode_block(self._end, self._end + len(piece), parsed.lines, columns, _last_line(piece),
+                                     zlib.crc32(piece)), True)
+            self._end += len(piece)
+
+    def _write(self, block: bytes, seal: bool) -> None:
+        os.pwrite(self._fd, block, self._pos)
+        if seal:
+            self._pos += len(block)
+            self._open = None
+
+    def append(self, data: bytes, lines: list[bytes], logged: list[tuple[int, Any, dict[str, Any]]] | None) -> None:
+        """Describe `lines`, just appended to train.jsonl as `data`; `logged` are the calls they encode."""
+        if self._open is None:
+            self._open = (Columns(), self._end, 0, 0)
+        columns, start, count, crc = self._open
+        if logged is None or not columns.add_logged(logged):
+            parsed = parse_lines(data, exact=False)
+            if parsed.damaged:
+                raise ValueError("a line the writer encoded does not parse")
+            columns.add_records(parsed.records)
+        count += len(lines)
+        crc = zlib.crc32(data, crc)
+        self._end += len(data)
+        self._open = (columns, start, count, crc)
+        block = encode_block(start, self._end, count, columns, lines[-1] + b"\n", crc)
+        # a block is rewritten whole with each batch: one that starts big is sealed at once
+        self._write(block, count >= INDEX_BLOCK_RECORDS // 2 or len(block) >= INDEX_BLOCK_BYTES)
+
+    def close(self) -> None:
+        try:
+            os.close(self._fd)
+        except OSError:
+            pass
+
+
+def _read_fd(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 1 << 24):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def cut_index(path: Path, keep: int) -> None:
+    """Drop the blocks of train.index that describe train.jsonl beyond its first `keep` bytes, before a
+    rewrite changes those bytes; whatever is left stays true of the file before and after it."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return
+    except OSError:
+        data = b""
+    stop = 0
+    for block in _blocks(data):
+        end = block.header.get("end")
+        if type(end) is not int or end > keep:
+            break
+        stop = block.stop
+    try:
+        os.truncate(path, stop)
+    except OSError:
+        try:
+            path.unlink()
+        except OSError:
+            pass  # the readers still check each block against train.jsonl

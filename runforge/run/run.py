@@ -42,7 +42,7 @@ from .controller import Control, Controller
 from .events import utc_now
 from .files import dumps_pretty, sanitize, write_bytes, write_json
 from .images import to_pil
-from .layout import IMAGES_DIR, METRICS_FILE, RUN_FILE, SNAPSHOT_DIR, SNAPSHOT_PATTERN, TB_DIR
+from .layout import IMAGES_DIR, METRICS_FILE, METRICS_INDEX_FILE, RUN_FILE, SNAPSHOT_DIR, SNAPSHOT_PATTERN, TB_DIR
 from .metrics import MetricsFile, encode_line
 from .opening import RESUME_NEEDS_A_RUN, SAFE_NAME, OpenRequest, open_run
 from .snapshot_fields import declare as declare_snapshot_groups, fields_of
@@ -156,7 +156,7 @@ class Run:
         self._tb: Any = None
         self._writer_lock = threading.Lock()
         if self.is_main:
-            self._metrics = MetricsFile(self.dir / METRICS_FILE)
+            self._metrics = MetricsFile(self.dir / METRICS_FILE, self.dir / METRICS_INDEX_FILE)
             if tensorboard:
                 from .tensorboard import EventFileWriter
 
@@ -209,7 +209,7 @@ class Run:
             events = [tb.encode_scalars(wall0 + elapsed, step, metrics) for step, elapsed, metrics in batch]
         with self._writer_lock:
             assert self._metrics is not None
-            self._metrics.write_lines(lines)
+            self._metrics.write_lines(lines, batch)
             if tb is not None:
                 tb.write(b"".join(events))
                 tb.flush()

@@ -199,6 +199,8 @@ function runView(key) {
   const progressText = el("span", { id: "progress-text", className: "num" });
   const statusBox = el("span", { id: "run-status" });
   const notes = el("div", { className: "meta", id: "run-notes" });
+  // voxel and splat runs: the command that opens their maps / PLYs in 3D (a separate viser server)
+  const viewCommand = el("div", { className: "meta", id: "view-command", hidden: true });
   const msg = el("span", { className: "msg", id: "control-msg" });
   const buttons = {};
   for (const command of ["pause", "resume", "validate", "save", "stop"]) {
@@ -219,7 +221,7 @@ function runView(key) {
 
   view.replaceChildren(
     title, meta,
-    el("div", { className: "progress" }, statusBox, bar, progressText), notes,
+    el("div", { className: "progress" }, statusBox, bar, progressText), notes, viewCommand,
     el("div", { className: "toolbar", style: "margin-top:10px" }, Object.values(buttons), msg),
     el("h2", {}, "Metrics"),
     el("div", { className: "toolbar" }, el("label", {}, logy, " log scale"),
@@ -392,6 +394,8 @@ function runView(key) {
     const lines = (detail.warnings || []).slice();
     if (summary.resume) lines.unshift("the training process is gone; resume with: " + summary.resume);
     notes.replaceChildren(...lines.map(line => el("div", {}, line)));
+    viewCommand.hidden = !detail.view_command;
+    if (detail.view_command) viewCommand.replaceChildren("3D view: ", el("code", {}, detail.view_command));
     const running = runStatus === "running";
     buttons.pause.disabled = !running || !!st.training_paused;
     buttons.resume.disabled = !running || !st.training_paused;
