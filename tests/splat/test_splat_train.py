@@ -43,7 +43,7 @@ def files(run: Path) -> set[str]:
 def test_output_tree_matches_the_spec(trained: Path) -> None:
     names = {n for n in files(trained) if not n.startswith("tb/")}
     assert names == {
-        "run.json", "config.json", "train.jsonl", "status.json", "events.log",
+        "run.json", "config.json", "train.jsonl", "train.index", "status.json", "events.log",
         "ckpts/ckpt_3_rank0.pt", "ckpts/ckpt_7_rank0.pt", "ckpts/index_rank0.json",
         "stats/train_step3_rank0.json", "stats/train_step7_rank0.json", "stats/val_step7.json",
         "renders/val_step7/000.png", "renders/val_step7/001.png",  # images 0 and 8 of 9 are held out

@@ -108,6 +108,9 @@ PRESETS: dict[str, Any] = {
                    refine_every=2, reset_every=6, tile_size=8, traj_frames=3, log_every=2),
 }
 PRESETS["cpu_mcmc"] = replace(PRESETS["mcmc"], **CPU, cap_max=6000)
+# OpenSplat's schedule choices on the cpu preset: prune below opacity 0.1 and stop densifying at half the steps
+# (OpenSplat's cullAlphaThresh and stopSplitAt = iterations / 2): fewer Gaussians, so each step is cheaper.
+PRESETS["cpu_fast"] = replace(PRESETS["cpu"], prune_opa=0.1, refine_stop_iter=750)
 
 
 def check_inputs(cfg: Config) -> None:

@@ -20,10 +20,15 @@ Step 4 is `_Composite`, a custom autograd Function: its backward recomputes
 each chunk and accumulates the analytic gradients for means2d, conics,
 opacities and colours, so memory stays at one chunk instead of the whole
 per-pixel history autograd would keep. Steps 1-3 are ordinary autograd.
+
+With numba and float32 CPU tensors, steps 3-4 run as the kernels of `kernels.py` instead (a counting
+sort for the bins; per-pixel compositing, `_CompositeNumba`); this torch path stays the reference and
+the fallback (float64, other devices, `RUNFORGE_SPLAT_KERNEL=torch`).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -165,6 +170,19 @@ def bin_tiles(means2d: Tensor, radii: Tensor, depths: Tensor, width: int, height
     counts = torch.bincount(tile_sorted, minlength=tiles_x * tiles_y)
     offsets = torch.cumsum(counts, 0) - counts
     return TileBins(tile_size, tiles_x, tiles_y, offsets, counts, ids)
+
+
+def _bin_tiles_numba(means2d: Tensor, radii: Tensor, depths: Tensor, width: int, height: int,
+                     tile_size: int) -> TileBins:
+    """`bin_tiles` by a counting sort in `kernels.py`: the same lists, without sorting every intersection."""
+    from . import kernels
+
+    tiles_x, tiles_y = math.ceil(width / tile_size), math.ceil(height / tile_size)
+    order = torch.argsort(depths, stable=True)
+    offsets, counts, ids = kernels.bin_tiles(order.numpy(), means2d.contiguous().numpy(), radii.contiguous().numpy(),
+                                             tile_size, tiles_x, tiles_y)
+    return TileBins(tile_size, tiles_x, tiles_y, torch.from_numpy(offsets), torch.from_numpy(counts),
+                    torch.from_numpy(ids))
 
 
 def _tile_basis(bins: TileBins, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
@@ -309,6 +327,55 @@ def _tile(x: Tensor, bins: TileBins) -> Tensor:
     return padded.reshape(bins.tiles_y, ts, bins.tiles_x, ts, c).permute(0, 2, 1, 3, 4).reshape(-1, ts * ts, c)
 
 
+class _CompositeNumba(torch.autograd.Function):
+    """The same compositing as `_Composite`, by the per-pixel kernels of `kernels.py` (float32, CPU)."""
+
+    @staticmethod
+    def forward(ctx: Any, means2d: Tensor, conics: Tensor, opacities: Tensor, colors: Tensor, background: Tensor,
+                bins: TileBins, width: int, height: int) -> tuple[Tensor, Tensor]:
+        from . import kernels
+
+        kernels.set_threads(torch.get_num_threads())
+        args = [x.detach().contiguous().numpy() for x in (means2d, conics, opacities, colors, background)]
+        bin_args = [bins.offsets.numpy(), bins.counts.numpy(), bins.ids.numpy()]
+        color = torch.zeros(height, width, colors.shape[-1], dtype=torch.float32)
+        T = torch.empty(height, width, dtype=torch.float32)
+        last = torch.empty(height, width, dtype=torch.int64)
+        kernels.composite_forward(*args, *bin_args, bins.tile_size, bins.tiles_x, bins.tiles_y, width, height,
+                                  color.numpy(), T.numpy(), last.numpy())
+        ctx.args, ctx.bin_args, ctx.bins, ctx.size = args, bin_args, bins, (width, height)
+        ctx.save_for_backward(T, last)
+        return color, (1.0 - T)[..., None]
+
+    @staticmethod
+    def backward(ctx: Any, grad_color: Tensor, grad_alpha: Tensor) -> tuple[Any, ...]:
+        from . import kernels
+
+        T, last = ctx.saved_tensors
+        bins: TileBins = ctx.bins
+        width, height = ctx.size
+        channels = ctx.args[3].shape[1]
+        g_isect = torch.zeros(bins.ids.numel(), 6 + channels, dtype=torch.float32)
+        kernels.set_threads(torch.get_num_threads())
+        kernels.composite_backward(*ctx.args, *ctx.bin_args, bins.tile_size, bins.tiles_x, bins.tiles_y, width,
+                                   height, T.numpy(), last.numpy(), grad_color.float().contiguous().numpy(),
+                                   grad_alpha[..., 0].float().contiguous().numpy(), g_isect.numpy())
+        n = ctx.args[0].shape[0]
+        g = torch.zeros(n, 6 + channels, dtype=torch.float32).index_add_(0, bins.ids, g_isect)
+        return g[:, 0:2], g[:, 2:5], g[:, 5], g[:, 6:], None, None, None, None
+
+
+def _numba_ok(*tensors: Tensor) -> bool:
+    """The kernels take float32 CPU tensors; RUNFORGE_SPLAT_KERNEL=torch forces the torch path."""
+    import os
+
+    if os.environ.get("RUNFORGE_SPLAT_KERNEL", "auto") == "torch":
+        return False
+    if any(t.device.type != "cpu" or t.dtype != torch.float32 for t in tensors):
+        return False
+    return importlib.util.find_spec("numba") is not None
+
+
 def composite(means2d: Tensor, conics: Tensor, opacities: Tensor, colors: Tensor, radii: Tensor, depths: Tensor,
               width: int, height: int, background: Tensor | None = None, tile_size: int = 16,
               chunk: int = 32) -> tuple[Tensor, Tensor]:
@@ -317,7 +384,12 @@ def composite(means2d: Tensor, conics: Tensor, opacities: Tensor, colors: Tensor
     if background is None:
         background = torch.zeros(channels, dtype=colors.dtype, device=colors.device)
     vis = torch.nonzero(radii > 0).squeeze(1)
-    bins = bin_tiles(means2d.detach()[vis], radii[vis], depths.detach()[vis], width, height, tile_size)
+    if not _numba_ok(means2d, conics, opacities, colors, background):
+        bins = bin_tiles(means2d.detach()[vis], radii[vis], depths.detach()[vis], width, height, tile_size)
+    if _numba_ok(means2d, conics, opacities, colors, background):
+        bins = _bin_tiles_numba(means2d.detach()[vis], radii[vis], depths.detach()[vis], width, height, tile_size)
+        return _CompositeNumba.apply(means2d[vis], conics[vis], opacities[vis], colors[vis], background.detach(),
+                                     bins, width, height)
     color, alpha = _Composite.apply(means2d[vis], conics[vis], opacities[vis], colors[vis], background.detach(),
                                     bins, chunk)
     return color[:height, :width], alpha[:height, :width]
