@@ -8,6 +8,8 @@ pay for the rest (`Run` alone pulls in the controller, the writer, checkpoints a
 # package attribute `export` with itself and the lazy lookup below would never run. It is light.
 from .export import export
 
+from .. import _lazy
+
 _LAZY = {
     "CheckpointManager": ("runforge.run.checkpoints", "CheckpointManager"),
     "CheckpointWriteError": ("runforge.errors", "CheckpointWriteError"),
@@ -60,26 +62,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    import importlib
-
-    if name.startswith("__"):  # hasattr(module, "__wrapped__") and such: not a submodule to look for
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    source = _LAZY.get(name)
-    if source is not None:
-        module, attribute = source
-        value = getattr(importlib.import_module(module), attribute)
-        globals()[name] = value
-        return value
-    # Submodules (runforge.run.metrics, ...) were attributes after `import runforge.run` when it
-    # imported them all eagerly; code that reaches them that way keeps working.
-    try:
-        return importlib.import_module(f"{__name__}.{name}")
-    except ModuleNotFoundError as exc:
-        if exc.name != f"{__name__}.{name}":
-            raise
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = _lazy.lazy_names(__name__, globals(), _LAZY, __all__)
