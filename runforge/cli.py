@@ -108,12 +108,17 @@ def trainer_parser(name: str, config_module: Any) -> argparse.ArgumentParser:
     presets = getattr(config_module, "PRESETS", {})
     run.add_argument("--preset", choices=sorted(presets) or None, help="start from a named config")
     run.add_argument("--config", metavar="FILE.json", help="start from a config file (e.g. a run's config.json)")
+    add_output_arguments(run)
+    add_config_arguments(parser, config_module.Config)
+    return parser
+
+
+def add_output_arguments(run: Any) -> None:
+    """The flags of how a training shows itself (tb/, progress, tracebacks) and -h: `train` and `rerun` share them."""
     run.add_argument("--no_tensorboard", action="store_true", help="do not mirror metrics into tb/")
     run.add_argument("--progress", choices=["auto", "bar", "lines"], default="auto", help="progress display")
     run.add_argument("--debug", action="store_true", help="show tracebacks")
     run.add_argument("-h", "--help", action="help", help="show this help and exit")
-    add_config_arguments(parser, config_module.Config)
-    return parser
 
 
 def cmd_train(name: str | None, argv: list[str]) -> int:

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
+from ..cli import add_output_arguments
 from ..config import add_config_arguments, build, load_file, to_dict
 from ..errors import BadInputError, RunNotFoundError
 from ..run.files import read_json_object
@@ -29,10 +30,7 @@ def rerun_parser(trainer: str, module: Any) -> FlagParser:
     where.add_argument("--out", metavar="DIR", help="use exactly this run directory")
     where.add_argument("--root", metavar="DIR", help="where the new run is created (default: beside RUN)")
     run.add_argument("--name", help="run name (default: RUN's name + '-rerun')")
-    run.add_argument("--no_tensorboard", action="store_true", help="do not mirror metrics into tb/")
-    run.add_argument("--progress", choices=["auto", "bar", "lines"], default="auto", help="progress display")
-    run.add_argument("--debug", action="store_true", help="show tracebacks")
-    run.add_argument("-h", "--help", action="help", help="show this help and exit")
+    add_output_arguments(run)
     add_config_arguments(parser, module.Config)
     return parser
 

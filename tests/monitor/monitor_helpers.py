@@ -6,6 +6,7 @@ import http.client
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -149,3 +150,29 @@ def read_status(run_dir: Path) -> dict[str, Any]:
         return json.loads((run_dir / "status.json").read_text(encoding="utf-8"))
     except (FileNotFoundError, ValueError):
         return {}
+
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+HAS_CHROMIUM = Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()
+NO_CHROMIUM = "Debian chromium + chromium-driver are not installed (make setup installs them)"
+
+
+def chromium(profile: Path, flags: tuple[str, ...], page_load_timeout: float, browser_logs: bool = False) -> Any:
+    """A headless Debian chromium through selenium (the caller quits it); skips the test without selenium."""
+    import pytest
+
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install selenium)")
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    options = Options()
+    options.binary_location = CHROMIUM
+    for flag in flags:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={profile}")
+    if browser_logs:
+        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(page_load_timeout)
+    return driver

@@ -6,7 +6,6 @@ import json
 import math
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -20,13 +19,12 @@ np = pytest.importorskip("numpy")
 pytest.importorskip("viser", reason="viser is not installed (pip install 'runforge[view]')")
 plyfile = pytest.importorskip("plyfile")
 
+from monitor_helpers import HAS_CHROMIUM, NO_CHROMIUM, chromium  # noqa: E402
 from runforge.errors import BadInputError  # noqa: E402
 from runforge.view import view_command  # noqa: E402
 from runforge.view.load import find_source, load_boxes, load_splats  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 # SwiftShader: WebGL drawn on the CPU, as on a machine without a GPU
 CHROME_FLAGS = ("--headless=new", "--no-sandbox", "--disable-background-networking", "--disable-component-update",
                 "--no-first-run", "--disable-sync", "--disable-dev-shm-usage", "--window-size=900,700",
@@ -230,19 +228,9 @@ class Viewer:
 
 @pytest.fixture
 def browser(tmp_path):
-    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
-        pytest.skip("Debian chromium + chromium-driver are not installed (make setup installs them)")
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install selenium)")
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    options = Options()
-    options.binary_location = CHROMIUM
-    for flag in CHROME_FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={tmp_path / 'profile'}")
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(60)
+    if not HAS_CHROMIUM:
+        pytest.skip(NO_CHROMIUM)
+    driver = chromium(tmp_path / "profile", CHROME_FLAGS, 60)
     try:
         yield driver
     finally:
