@@ -81,3 +81,22 @@ def tree_digest(path: Path) -> dict[str, tuple[str, bytes]]:
         else:
             digest[name] = ("file", entry.read_bytes())
     return digest
+
+
+def write_file(path: Path, data: str | bytes) -> Path:
+    """`data` (text as UTF-8) into `path`, its folders made: how the bad-input tests plant a broken file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data if isinstance(data, bytes) else data.encode("utf-8"))
+    return path
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that claims `width` x `height` pixels in a few bytes (a decompression bomb's header)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0")) + chunk(b"IEND", b"")

@@ -19,7 +19,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import run_cli, tree_digest
+from conftest import run_cli, tree_digest, write_file
 from runforge.errors import RunforgeError
 from runforge.trainers.kolmogorov.config import Config
 from runforge.trainers.kolmogorov.data import load_split
@@ -28,12 +28,6 @@ from runforge.trainers.kolmogorov.dataset_check import check_dataset
 TRAIN = ["train", "kolmogorov", "--preset", "tiny", "--window", "3", "--no_tensorboard", "--progress", "lines"]
 ASSIMILATE = ["assimilate", "run", "--obs", "coarse", "--factor", "2", "--length", "6", "--samples", "1", "--steps", "1"]
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
-
-
-def write(path: Path, data: bytes | str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data if isinstance(data, bytes) else data.encode())
-    return path
 
 
 def h5(path: Path, x=None, **dataset) -> None:
@@ -104,9 +98,9 @@ TRAIN_CASES = [
     ("array-slurm-without-sbatch", None, ["--array", "2", "--backend", "slurm"], ["--backend slurm", "sbatch"]),
     ("device-cuda", None, ["--device", "cuda"], ["--device cuda", "no CUDA device"]),
     ("data-missing", None, ["--data", "nowhere"], ["nowhere/train.h5", "no such dataset file"]),
-    ("data-random-bytes", lambda w: (dataset(w), write(w / "d" / "train.h5", os.urandom(4000))), ["--data", "d"],
+    ("data-random-bytes", lambda w: (dataset(w), write_file(w / "d" / "train.h5", os.urandom(4000))), ["--data", "d"],
      ["d/train.h5", "not a readable HDF5 file"]),
-    ("data-truncated", lambda w: (dataset(w), write(w / "d" / "train.h5", (w / "d" / "train.h5").read_bytes()[:3000])),
+    ("data-truncated", lambda w: (dataset(w), write_file(w / "d" / "train.h5", (w / "d" / "train.h5").read_bytes()[:3000])),
      ["--data", "d"], ["d/train.h5", "HDF5"]),
     ("data-integers", lambda w: dataset(w, train=np.zeros((4, 6, 2, 16, 16), np.int32)), ["--data", "d"],
      ["d/train.h5", "holds int32, not floating-point numbers"]),
@@ -126,16 +120,16 @@ TRAIN_CASES = [
     ("grid-too-small-for-the-unet", None,
      ["--kernel_size", "9", "--hidden_channels", "4,4,4,4", "--hidden_blocks", "1,1,1,1"],
      ["train.h5", "16x16 grid is 2x2 at the U-Net's level 4", "--kernel_size 9"]),
-    ("resume-truncated", lambda w: write(ckpt(w), ckpt(w).read_bytes()[:300]), ["--resume", "run"],
+    ("resume-truncated", lambda w: write_file(ckpt(w), ckpt(w).read_bytes()[:300]), ["--resume", "run"],
      ["ckpt_4_rank0.pt", "cannot be loaded", "PytorchStreamReader"]),
-    ("resume-random-bytes", lambda w: write(ckpt(w), os.urandom(3000)), ["--resume", "run"],
+    ("resume-random-bytes", lambda w: write_file(ckpt(w), os.urandom(3000)), ["--resume", "run"],
      ["ckpt_4_rank0.pt", "cannot be loaded"]),
-    ("resume-empty", lambda w: write(ckpt(w), b""), ["--resume", "run"], ["ckpt_4_rank0.pt", "cannot be loaded"]),
-    ("resume-wrong-keys", lambda w: write(ckpt(w), saved({"weights": torch.zeros(3)})), ["--resume", "run"],
+    ("resume-empty", lambda w: write_file(ckpt(w), b""), ["--resume", "run"], ["ckpt_4_rank0.pt", "cannot be loaded"]),
+    ("resume-wrong-keys", lambda w: write_file(ckpt(w), saved({"weights": torch.zeros(3)})), ["--resume", "run"],
      ["ckpt_4_rank0.pt", "not a kolmogorov checkpoint"]),
-    ("resume-sr-checkpoint", lambda w: write(ckpt(w), saved({"step": 4, "model": {}, "adaptive": {}, "rng": {}})),
+    ("resume-sr-checkpoint", lambda w: write_file(ckpt(w), saved({"step": 4, "model": {}, "adaptive": {}, "rng": {}})),
      ["--resume", "run"], ["ckpt_4_rank0.pt", "not a kolmogorov checkpoint"]),
-    ("resume-pickle-that-runs-code", lambda w: write(ckpt(w), saved({"score": Exploit()})), ["--resume", "run"],
+    ("resume-pickle-that-runs-code", lambda w: write_file(ckpt(w), saved({"score": Exploit()})), ["--resume", "run"],
      ["ckpt_4_rank0.pt", "cannot be loaded", "GLOBAL posix.system"]),
     ("resume-another-architecture", None, ["--resume", "run", "--hidden_channels", "8,32"],
      ["ckpt_4_rank0.pt", "size mismatch"]),
@@ -148,11 +142,11 @@ TRAIN_CASES = [
 ]
 
 DATA_CASES = [
-    ("out-is-a-file", lambda w: write(w / "afile", "x"), ["afile"], ["afile", "is not a folder"]),
-    ("out-parent-is-a-file", lambda w: write(w / "afile", "x"), ["afile/sub"], ["afile/sub", "cannot be made: afile"]),
+    ("out-is-a-file", lambda w: write_file(w / "afile", "x"), ["afile"], ["afile", "is not a folder"]),
+    ("out-parent-is-a-file", lambda w: write_file(w / "afile", "x"), ["afile/sub"], ["afile/sub", "cannot be made: afile"]),
     ("out-split-is-a-folder", lambda w: (w / "out" / "train.h5").mkdir(parents=True), ["out", "--overwrite"],
      ["out/train.h5", "is in the way"]),
-    ("out-holds-a-dataset", lambda w: write(w / "out" / "valid.h5", "x"), ["out"], ["out/valid.h5", "--overwrite"]),
+    ("out-holds-a-dataset", lambda w: write_file(w / "out" / "valid.h5", "x"), ["out"], ["out/valid.h5", "--overwrite"]),
     ("dt-huge", None, ["out", "--dt", "1e308"], ["--dt", "<= 10"]),
     ("dt-zero", None, ["out", "--dt", "0"], ["--dt", "> 0"]),
     ("size-zero", None, ["out", "--size", "0"], ["--size", ">= 8"]),
@@ -167,33 +161,33 @@ DATA_CASES = [
 
 ASSIMILATE_CASES = [
     ("run-missing", None, ["--run", "nowhere"], ["nowhere/config.json", "RUN must be a kolmogorov run directory"]),
-    ("run-is-a-file", lambda w: write(w / "afile", "x"), ["--run", "afile"], ["afile/config.json", "not found"]),
-    ("config-damaged", lambda w: write(w / "run" / "config.json", "{"), [], ["run/config.json", "not valid JSON"]),
-    ("config-of-another-trainer", lambda w: write(w / "run" / "config.json", json.dumps({"data_root": None})), [],
+    ("run-is-a-file", lambda w: write_file(w / "afile", "x"), ["--run", "afile"], ["afile/config.json", "not found"]),
+    ("config-damaged", lambda w: write_file(w / "run" / "config.json", "{"), [], ["run/config.json", "not valid JSON"]),
+    ("config-of-another-trainer", lambda w: write_file(w / "run" / "config.json", json.dumps({"data_root": None})), [],
      ["run/config.json", "data_root", "unknown"]),
-    ("run-of-another-trainer", lambda w: write(w / "run" / "run.json", json.dumps(
+    ("run-of-another-trainer", lambda w: write_file(w / "run" / "run.json", json.dumps(
         {**json.loads((w / "run" / "run.json").read_text()), "trainer": "toy"})), [],
      ["run: is a toy run", "needs a kolmogorov run"]),
     ("config-value-out-of-range",
-     lambda w: write(w / "run" / "config.json", json.dumps({**json.loads((w / "run" / "config.json").read_text()),
+     lambda w: write_file(w / "run" / "config.json", json.dumps({**json.loads((w / "run" / "config.json").read_text()),
                                                             "window": -1})),
      [], ["run/config.json", "window", ">= 1"]),
     ("state-missing", lambda w: (w / "run" / "state.pth").unlink(), [], ["run/state.pth", "not found"]),
-    ("state-truncated", lambda w: write(w / "run" / "state.pth", (w / "run" / "state.pth").read_bytes()[:200]), [],
+    ("state-truncated", lambda w: write_file(w / "run" / "state.pth", (w / "run" / "state.pth").read_bytes()[:200]), [],
      ["run/state.pth", "cannot be loaded", "PytorchStreamReader"]),
-    ("state-wrong-keys", lambda w: write(w / "run" / "state.pth", saved({"w": torch.zeros(2)})), [],
+    ("state-wrong-keys", lambda w: write_file(w / "run" / "state.pth", saved({"w": torch.zeros(2)})), [],
      ["run/state.pth", "does not load into the network of config.json"]),
-    ("state-runs-code", lambda w: write(w / "run" / "state.pth", saved({"w": Exploit()})), [],
+    ("state-runs-code", lambda w: write_file(w / "run" / "state.pth", saved({"w": Exploit()})), [],
      ["run/state.pth", "GLOBAL posix.system"]),
     ("data-missing", None, ["--data", "nowhere"], ["nowhere/test.h5", "no such dataset file"]),
-    ("data-random-bytes", lambda w: write(w / "d" / "test.h5", os.urandom(3000)), ["--data", "d"],
+    ("data-random-bytes", lambda w: write_file(w / "d" / "test.h5", os.urandom(3000)), ["--data", "d"],
      ["d/test.h5", "not a readable HDF5 file"]),
     ("data-nan", lambda w: h5(w / "d" / "test.h5", with_nan()), ["--data", "d"], ["d/test.h5", "NaN"]),
     ("factor-not-dividing", None, ["--factor", "3"], ["--factor", "does not divide the grid size 16"]),
     ("length-too-long", None, ["--length", "9"], ["test.h5", "has 8 states per trajectory"]),
     ("trajectory-past-the-end", None, ["--trajectory", "1"], ["test.h5", "has 1 test trajectories"]),
-    ("out-is-a-file", lambda w: write(w / "afile", "x"), ["--out", "afile"], ["afile", "is not a folder", "--out"]),
-    ("out-parent-is-a-file", lambda w: write(w / "afile", "x"), ["--out", "afile/a"], ["afile/a", "cannot be made"]),
+    ("out-is-a-file", lambda w: write_file(w / "afile", "x"), ["--out", "afile"], ["afile", "is not a folder", "--out"]),
+    ("out-parent-is-a-file", lambda w: write_file(w / "afile", "x"), ["--out", "afile/a"], ["afile/a", "cannot be made"]),
     ("out-figures-is-a-folder", lambda w: (w / "o" / "figures.json").mkdir(parents=True), ["--out", "o"],
      ["o/figures.json", "is in the way"]),
     ("noise-huge", None, ["--noise", "1e308"], ["--noise", "<= 100"]),

@@ -8,13 +8,12 @@ import os
 import pickle
 import shutil
 import struct
-import zlib
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
 
-from conftest import run_cli, tree_digest
+from conftest import png_header, run_cli, tree_digest, write_file
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("pycolmap")
@@ -40,12 +39,6 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return base
 
 
-def _write(path: Path, data: str | bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data if isinstance(data, bytes) else data.encode("utf-8"))
-    return path
-
-
 def _append(path: Path, data: bytes) -> None:
     path.write_bytes(path.read_bytes() + data)
 
@@ -58,15 +51,6 @@ def _patch(path: Path, offset: int, fmt: str, value: Any) -> None:
     data = bytearray(path.read_bytes())
     struct.pack_into(fmt, data, offset, value)
     path.write_bytes(bytes(data))
-
-
-def _png_header(width: int, height: int) -> bytes:
-    """A PNG that claims `width` x `height` pixels in a few bytes (a decompression bomb's header)."""
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0")) + chunk(b"IEND", b"")
 
 
 def _small_image(w: Path) -> None:
@@ -112,7 +96,7 @@ CASES: list[tuple[str, Callable[[Path], Any], list[Any], list[str]]] = [
     ("tile-size-zero", _nothing, [*TRAIN, "--tile_size", "0"], ["--tile_size", ">= 1"]),
     ("traj-frames-huge", _nothing, [*TRAIN, "--traj_frames", "100000000"], ["--traj_frames", "<="]),
     ("seed-negative", _nothing, [*TRAIN, "--seed", "-1"], ["--seed", ">= 0"]),
-    ("config-noise-lr-nan", lambda w: _write(w / "c.json", '{"noise_lr": NaN}'), [*TRAIN, "--config", "c.json"],
+    ("config-noise-lr-nan", lambda w: write_file(w / "c.json", '{"noise_lr": NaN}'), [*TRAIN, "--config", "c.json"],
      ["c.json", "noise_lr", "finite"]),
     # the machine
     ("backend-gsplat-without-cuda", _without_cuda, [*TRAIN, "--backend", "gsplat"], ["--backend gsplat", "CUDA"]),
@@ -122,11 +106,11 @@ CASES: list[tuple[str, Callable[[Path], Any], list[Any], list[str]]] = [
     ("data-dir-missing", _nothing, [*TRAIN, "--data_dir", "nowhere"], ["nowhere", "no such scene directory"]),
     ("sparse-missing", lambda w: shutil.rmtree(w / "scene" / "sparse"), TRAIN, ["scene/sparse/0", "no COLMAP model"]),
     ("cameras-bin-truncated", lambda w: _cut(w / SPARSE / "cameras.bin", 30), TRAIN, ["cameras.bin", "truncated"]),
-    ("images-bin-garbage", lambda w: _write(w / SPARSE / "images.bin", b"\x05" * 64), TRAIN, ["images.bin"]),
-    ("frames-bin-random-bytes", lambda w: _write(w / SPARSE / "frames.bin", os.urandom(764)), TRAIN, ["frames.bin"]),
+    ("images-bin-garbage", lambda w: write_file(w / SPARSE / "images.bin", b"\x05" * 64), TRAIN, ["images.bin"]),
+    ("frames-bin-random-bytes", lambda w: write_file(w / SPARSE / "frames.bin", os.urandom(764)), TRAIN, ["frames.bin"]),
     ("rigs-bin-trailing-bytes", lambda w: _append(w / SPARSE / "rigs.bin", b"x"), TRAIN, ["rigs.bin", "trailing bytes"]),
     ("points3D-missing", lambda w: (w / SPARSE / "points3D.bin").unlink(), TRAIN, ["points3D.bin", "missing"]),
-    ("no-3d-points", lambda w: _write(w / SPARSE / "points3D.bin", struct.pack("<Q", 0)), TRAIN,
+    ("no-3d-points", lambda w: write_file(w / SPARSE / "points3D.bin", struct.pack("<Q", 0)), TRAIN,
      ["scene/sparse/0", "no 3D points"]),
     ("camera-focal-nan", lambda w: _patch(w / SPARSE / "cameras.bin", 32, "<d", float("nan")), TRAIN,
      ["cameras.bin", "camera 1", "finite"]),
@@ -140,17 +124,17 @@ CASES: list[tuple[str, Callable[[Path], Any], list[Any], list[str]]] = [
     ("image-missing", lambda w: (w / IMAGE).unlink(), TRAIN, ["img_003.png", "missing"]),
     ("image-truncated", lambda w: _cut(w / IMAGE, 200), TRAIN,
      ["img_003.png", "cannot be decoded"]),
-    ("image-random-bytes", lambda w: _write(w / IMAGE, os.urandom(2000)), TRAIN,
+    ("image-random-bytes", lambda w: write_file(w / IMAGE, os.urandom(2000)), TRAIN,
      ["img_003.png", "cannot be read as an image"]),
-    ("image-bomb", lambda w: _write(w / IMAGE, _png_header(20_000, 20_000)), TRAIN,
+    ("image-bomb", lambda w: write_file(w / IMAGE, png_header(20_000, 20_000)), TRAIN,
      ["img_003.png", "400,000,000 pixels"]),
-    ("image-oversized", lambda w: _write(w / IMAGE, _png_header(12_000, 9_000)), TRAIN,
+    ("image-oversized", lambda w: write_file(w / IMAGE, png_header(12_000, 9_000)), TRAIN,
      ["img_003.png", "100,000,000 allowed"]),
     ("image-too-small-for-data-factor", _small_image, [*TRAIN, "--data_factor", "8"],
      ["img_003.png", "too small for --data_factor 8"]),
     # --ckpt and --lpips_weights
     ("ckpt-missing", _nothing, [*TRAIN, "--ckpt", "nope.pt"], ["nope.pt", "no such file"]),
-    ("ckpt-random-bytes", lambda w: _write(w / "bad.pt", os.urandom(3000)), [*TRAIN, "--ckpt", "bad.pt"],
+    ("ckpt-random-bytes", lambda w: write_file(w / "bad.pt", os.urandom(3000)), [*TRAIN, "--ckpt", "bad.pt"],
      ["bad.pt", "not a readable checkpoint"]),
     ("ckpt-of-another-sh-degree", _nothing, [*TRAIN, "--ckpt", CHECKPOINT, "--sh_degree", "3"],
      ["ckpt_7_rank0.pt", "--sh_degree 3"]),
@@ -159,9 +143,9 @@ CASES: list[tuple[str, Callable[[Path], Any], list[Any], list[str]]] = [
     # --resume: the checkpoint is checked before the run is touched
     ("resume-checkpoint-truncated", lambda w: _cut(w / CHECKPOINT, 300), RESUME,
      ["ckpt_7_rank0.pt", "cannot be loaded"]),
-    ("resume-checkpoint-random-bytes", lambda w: _write(w / CHECKPOINT, os.urandom(3000)), RESUME,
+    ("resume-checkpoint-random-bytes", lambda w: write_file(w / CHECKPOINT, os.urandom(3000)), RESUME,
      ["ckpt_7_rank0.pt", "cannot be loaded"]),
-    ("resume-checkpoint-pickle", lambda w: _write(w / CHECKPOINT, pickle.dumps({"weights": [1]})), RESUME,
+    ("resume-checkpoint-pickle", lambda w: write_file(w / CHECKPOINT, pickle.dumps({"weights": [1]})), RESUME,
      ["ckpt_7_rank0.pt", "cannot be loaded"]),
     ("resume-checkpoint-of-another-trainer",
      lambda w: torch.save({"step": 3, "grid": {}, "optimizer": {}, "generator": torch.zeros(3)}, w / CHECKPOINT),
@@ -182,10 +166,10 @@ CASES: list[tuple[str, Callable[[Path], Any], list[Any], list[str]]] = [
      lambda w: _edit_checkpoint(w, lambda s: _set(s["strategy"], "rng", torch.zeros(3))), RESUME,
      ["ckpt_7_rank0.pt", "strategy.rng"]),
     # runforge data synthetic-scene
-    ("scene-out-is-a-file", lambda w: _write(w / "afile", "x"), [*SCENE, "afile"], ["afile", "not a folder"]),
-    ("scene-overwrite-a-file", lambda w: _write(w / "afile", "x"), [*SCENE, "afile", "--overwrite"],
+    ("scene-out-is-a-file", lambda w: write_file(w / "afile", "x"), [*SCENE, "afile"], ["afile", "not a folder"]),
+    ("scene-overwrite-a-file", lambda w: write_file(w / "afile", "x"), [*SCENE, "afile", "--overwrite"],
      ["afile", "not a folder"]),
-    ("scene-out-under-a-file", lambda w: _write(w / "afile", "x"), [*SCENE, "afile/scene"], ["afile", "not a folder"]),
+    ("scene-out-under-a-file", lambda w: write_file(w / "afile", "x"), [*SCENE, "afile/scene"], ["afile", "not a folder"]),
     ("scene-out-not-empty", _nothing, [*SCENE, "run"], ["run", "not empty"]),
     ("scene-overwrite-a-run", _nothing, [*SCENE, "run", "--overwrite"], ["run", "only a scene folder"]),
     ("scene-one-image", _nothing, [*SCENE, "new", "--images", "1"], ["--images", "from 2"]),

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from conftest import run_cli, tree_digest
+from conftest import run_cli, tree_digest, write_file
 from runforge.errors import RunforgeError
 from runforge.trainers.sr.data import load_image, load_split
 from runforge.trainers.sr.losses import load_vgg_features
@@ -47,18 +47,12 @@ def image_bytes(size: int, seed: int = 0, fmt: str = "PNG") -> bytes:
     return buffer.getvalue()
 
 
-def write(path: Path, data: bytes | str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data if isinstance(data, bytes) else data.encode())
-    return path
-
-
 def data_root(w: Path, **extra: bytes) -> None:
     """w/data/train/a.png and w/data/val/b.png (64 px), plus `extra` files by relative name."""
-    write(w / "data" / "train" / "a.png", image_bytes(64, 1))
-    write(w / "data" / "val" / "b.png", image_bytes(64, 2))
+    write_file(w / "data" / "train" / "a.png", image_bytes(64, 1))
+    write_file(w / "data" / "val" / "b.png", image_bytes(64, 2))
     for name, content in extra.items():
-        write(w / "data" / name.replace("__", "/"), content)
+        write_file(w / "data" / name.replace("__", "/"), content)
 
 
 def vgg(**override: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -113,7 +107,7 @@ TRAIN_CASES = [
     ("blur-wider-than-patch", None, ["--blur", "9"], ["--blur", "border", "--patch_size 16"]),
     ("device-cuda", None, ["--device", "cuda"], ["--device cuda", "no CUDA device"]),
     ("data-missing", None, ["--data_root", "nowhere"], ["nowhere", "no such data directory"]),
-    ("data-is-a-file", lambda w: write(w / "afile", "x"), ["--data_root", "afile"], ["afile", "is not a directory"]),
+    ("data-is-a-file", lambda w: write_file(w / "afile", "x"), ["--data_root", "afile"], ["afile", "is not a directory"]),
     ("data-random-bytes", lambda w: data_root(w, **{"train__noise.png": os.urandom(3000)}),
      ["--data_root", "data"], ["noise.png", "cannot be read as an image"]),
     ("data-truncated-png", lambda w: data_root(w, **{"val__cut.png": image_bytes(64)[:300]}),
@@ -133,33 +127,33 @@ TRAIN_CASES = [
     ("data-empty-val", lambda w: (data_root(w), (w / "data" / "val" / "b.png").unlink()), ["--data_root", "data"],
      ["data/val", "holds no PNG or JPEG images"]),
     ("perceptual-missing", None, ["--perceptual_weights", "vgg.pth"], ["vgg.pth", "no such file"]),
-    ("perceptual-random-bytes", lambda w: write(w / "vgg.pth", os.urandom(2000)), ["--perceptual_weights", "vgg.pth"],
+    ("perceptual-random-bytes", lambda w: write_file(w / "vgg.pth", os.urandom(2000)), ["--perceptual_weights", "vgg.pth"],
      ["vgg.pth", "cannot be loaded"]),
-    ("perceptual-truncated", lambda w: write(w / "vgg.pth", saved(vgg())[:500]), ["--perceptual_weights", "vgg.pth"],
+    ("perceptual-truncated", lambda w: write_file(w / "vgg.pth", saved(vgg())[:500]), ["--perceptual_weights", "vgg.pth"],
      ["vgg.pth", "cannot be loaded", "PytorchStreamReader"]),
-    ("perceptual-wrong-keys", lambda w: write(w / "vgg.pth", saved({"conv.weight": torch.zeros(1)})),
+    ("perceptual-wrong-keys", lambda w: write_file(w / "vgg.pth", saved({"conv.weight": torch.zeros(1)})),
      ["--perceptual_weights", "vgg.pth"], ["vgg.pth", "features.N.weight"]),
     ("perceptual-channels-do-not-chain",
-     lambda w: write(w / "vgg.pth", saved(vgg(**{"features.2.weight": torch.zeros(4, 5, 3, 3)}))),
+     lambda w: write_file(w / "vgg.pth", saved(vgg(**{"features.2.weight": torch.zeros(4, 5, 3, 3)}))),
      ["--perceptual_weights", "vgg.pth"], ["vgg.pth", "features.2.weight", "(4, 4, k, k)"]),
-    ("learn-dir-under-a-file", lambda w: write(w / "afile", "x"), ["--learn_dir", "{w}/afile/Learn"],
+    ("learn-dir-under-a-file", lambda w: write_file(w / "afile", "x"), ["--learn_dir", "{w}/afile/Learn"],
      ["afile/Learn", "cannot be made", "--learn_dir"]),
-    ("resume-truncated", lambda w: write(last(w), last(w).read_bytes()[:200]), ["--resume", "run"],
+    ("resume-truncated", lambda w: write_file(last(w), last(w).read_bytes()[:200]), ["--resume", "run"],
      ["last.pt", "cannot be loaded", "PytorchStreamReader"]),
-    ("resume-random-bytes", lambda w: write(last(w), os.urandom(3000)), ["--resume", "run"],
+    ("resume-random-bytes", lambda w: write_file(last(w), os.urandom(3000)), ["--resume", "run"],
      ["last.pt", "cannot be loaded"]),
-    ("resume-empty", lambda w: write(last(w), b""), ["--resume", "run"], ["last.pt", "cannot be loaded"]),
-    ("resume-wrong-keys", lambda w: write(last(w), saved({"weights": torch.zeros(3)})), ["--resume", "run"],
+    ("resume-empty", lambda w: write_file(last(w), b""), ["--resume", "run"], ["last.pt", "cannot be loaded"]),
+    ("resume-wrong-keys", lambda w: write_file(last(w), saved({"weights": torch.zeros(3)})), ["--resume", "run"],
      ["last.pt", "not a resumable sr checkpoint"]),
     ("resume-another-trainers-checkpoint",
-     lambda w: write(last(w), saved({"epoch": 4, "score": {"w": torch.zeros(2)}, "best": 0.5})), ["--resume", "run"],
+     lambda w: write_file(last(w), saved({"epoch": 4, "score": {"w": torch.zeros(2)}, "best": 0.5})), ["--resume", "run"],
      ["last.pt", "not a resumable sr checkpoint"]),
-    ("resume-plain-pickle", lambda w: write(last(w), pickle.dumps({"params": {"a": 1.0}, "rng": random.getstate()})),
+    ("resume-plain-pickle", lambda w: write_file(last(w), pickle.dumps({"params": {"a": 1.0}, "rng": random.getstate()})),
      ["--resume", "run"], ["last.pt", "cannot be loaded"]),  # torch warns about the protocol: not a second line
-    ("resume-pickle-that-runs-code", lambda w: write(last(w), saved({"model": Exploit()})),
+    ("resume-pickle-that-runs-code", lambda w: write_file(last(w), saved({"model": Exploit()})),
      ["--resume", "run"], ["last.pt", "cannot be loaded", "GLOBAL posix.system"]),
     ("resume-another-config", None, ["--resume", "run", "--channels", "16"], ["last.pt", "size mismatch"]),
-    ("resume-perceptual-added", lambda w: write(w / "vgg.pth", saved(vgg())),
+    ("resume-perceptual-added", lambda w: write_file(w / "vgg.pth", saved(vgg())),
      ["--resume", "run", "--perceptual_weights", "vgg.pth"], ["last.pt", "adaptive weights", "perceptual"]),
     ("resume-moment-of-another-shape",
      lambda w: edit_checkpoint(last(w), lambda s: s["optimizer"]["state"][0].update(exp_avg=torch.zeros(2))),
@@ -172,34 +166,34 @@ TRAIN_CASES = [
 
 UPSCALE_CASES = [
     ("model-missing", None, ["nowhere.pt", "ok.png"], ["nowhere.pt", "no such sr checkpoint"]),
-    ("model-random-bytes", lambda w: write(best(w), os.urandom(3000)), ["run", "ok.png"],
+    ("model-random-bytes", lambda w: write_file(best(w), os.urandom(3000)), ["run", "ok.png"],
      ["best.pt", "is not an sr checkpoint"]),
-    ("model-truncated", lambda w: write(best(w), best(w).read_bytes()[:300]), ["run", "ok.png"],
+    ("model-truncated", lambda w: write_file(best(w), best(w).read_bytes()[:300]), ["run", "ok.png"],
      ["best.pt", "is not an sr checkpoint", "PytorchStreamReader"]),
-    ("model-wrong-keys", lambda w: write(best(w), saved({"weights": torch.zeros(2)})), ["run", "ok.png"],
+    ("model-wrong-keys", lambda w: write_file(best(w), saved({"weights": torch.zeros(2)})), ["run", "ok.png"],
      ["best.pt", "is not an sr checkpoint"]),
     ("model-config-damaged", lambda w: edit_checkpoint(best(w), lambda s: s["config"].update(channels="many")),
      ["run", "ok.png"], ["best.pt", "is not an sr checkpoint", "channels"]),
     ("model-of-another-shape", lambda w: edit_checkpoint(best(w), lambda s: s["config"].update(channels=16)),
      ["run", "ok.png"], ["best.pt", "is not an sr checkpoint", "size mismatch"]),
     ("image-missing", None, ["run", "nope.png"], ["nope.png", "no such image file"]),
-    ("image-random-bytes", lambda w: write(w / "noise.png", os.urandom(3000)), ["run", "ok.png", "noise.png"],
+    ("image-random-bytes", lambda w: write_file(w / "noise.png", os.urandom(3000)), ["run", "ok.png", "noise.png"],
      ["noise.png", "cannot be read as an image"]),
-    ("image-truncated", lambda w: write(w / "cut.png", image_bytes(64)[:300]), ["run", "ok.png", "cut.png"],
+    ("image-truncated", lambda w: write_file(w / "cut.png", image_bytes(64)[:300]), ["run", "ok.png", "cut.png"],
      ["cut.png", "cannot be decoded"]),
-    ("image-forged-huge", lambda w: write(w / "huge.png", png_header(50000, 50000)), ["run", "huge.png"],
+    ("image-forged-huge", lambda w: write_file(w / "huge.png", png_header(50000, 50000)), ["run", "huge.png"],
      ["huge.png", "2,500,000,000 pixels", "--max_pixels 16777216 for the x2 result"]),
-    ("result-too-large", lambda w: write(w / "wide.png", image_bytes(300)), ["run", "wide.png", "--max_pixels", "100000"],
+    ("result-too-large", lambda w: write_file(w / "wide.png", image_bytes(300)), ["run", "wide.png", "--max_pixels", "100000"],
      ["wide.png", "300x300", "more than the 25,000 allowed", "--max_pixels 100000"]),
     ("max-pixels-zero", None, ["run", "ok.png", "--max_pixels", "0"], ["--max_pixels", "between 1 and"]),
     ("max-pixels-text", None, ["run", "ok.png", "--max_pixels", "lots"], ["--max_pixels", "expected an integer"]),
-    ("output-is-a-file", lambda w: write(w / "afile", "x"), ["run", "ok.png", "-o", "afile"],
+    ("output-is-a-file", lambda w: write_file(w / "afile", "x"), ["run", "ok.png", "-o", "afile"],
      ["afile", "is not a folder", "-o"]),
-    ("output-parent-is-a-file", lambda w: write(w / "afile", "x"), ["run", "ok.png", "-o", "afile/out"],
+    ("output-parent-is-a-file", lambda w: write_file(w / "afile", "x"), ["run", "ok.png", "-o", "afile/out"],
      ["afile/out", "cannot be made: afile is not a folder"]),
     ("result-name-is-a-folder", lambda w: (w / "out" / "ok_x2.png").mkdir(parents=True), ["run", "ok.png", "-o", "out"],
      ["out/ok_x2.png", "is in the way"]),
-    ("two-inputs-one-result", lambda w: write(w / "other" / "ok.png", image_bytes(20)),
+    ("two-inputs-one-result", lambda w: write_file(w / "other" / "ok.png", image_bytes(20)),
      ["run", "ok.png", "other/ok.png", "-o", "out"], ["other/ok.png", "would write out/ok_x2.png, as ok.png does"]),
     ("device-cuda", None, ["run", "ok.png", "--device", "cuda"], ["--device cuda", "no CUDA device"]),
 ]
@@ -210,7 +204,7 @@ def finished_run(tmp_path_factory):
     base = tmp_path_factory.mktemp("base")
     result = run_cli(*TINY, "--steps", "4", "--out", base / "run", cwd=base)
     assert result.returncode == 0, result.stderr
-    write(base / "ok.png", image_bytes(20))
+    write_file(base / "ok.png", image_bytes(20))
     return base
 
 

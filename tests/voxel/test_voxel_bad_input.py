@@ -8,14 +8,12 @@ import json
 import os
 import pickle
 import shutil
-import struct
-import zlib
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
 
-from conftest import run_cli, tree_digest
+from conftest import png_header, run_cli, tree_digest, write_file
 
 torch = pytest.importorskip("torch")
 
@@ -34,23 +32,8 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return base / "run"
 
 
-def _write(path: Path, data: str | bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data if isinstance(data, bytes) else data.encode("utf-8"))
-    return path
-
-
-def _png_header(width: int, height: int) -> bytes:
-    """A PNG that claims `width` x `height` pixels in a few bytes (a decompression bomb's header)."""
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0")) + chunk(b"IEND", b"")
-
-
 def _map(w: Path, text: str | bytes, map_id: int = 2) -> None:
-    _write(w / "maps" / str(map_id) / "map.json", text)
+    write_file(w / "maps" / str(map_id) / "map.json", text)
 
 
 def _cameras(w: Path, change: Callable[[dict[str, Any]], Any], images: bool = True, text: str | None = None) -> None:
@@ -58,14 +41,14 @@ def _cameras(w: Path, change: Callable[[dict[str, Any]], Any], images: bool = Tr
     shutil.copytree(SAMPLE / "dataset1", w / "datasets" / "2")
     doc = json.loads((SAMPLE / "dataset1" / "cameras.json").read_text())
     change(doc)
-    _write(w / "datasets" / "2" / "cameras.json", json.dumps(doc) if text is None else text)
+    write_file(w / "datasets" / "2" / "cameras.json", json.dumps(doc) if text is None else text)
     if not images:
         shutil.rmtree(w / "datasets" / "2" / "images")
 
 
 def _reference(w: Path, data: bytes) -> None:
     shutil.copytree(SAMPLE / "dataset1", w / "datasets" / "2")
-    _write(w / "datasets" / "2" / "images" / "0003.png", data)
+    write_file(w / "datasets" / "2" / "images" / "0003.png", data)
 
 
 def _edit_checkpoint(w: Path, edit: Callable[[dict[str, Any]], Any]) -> None:
@@ -79,7 +62,7 @@ def _set(container: dict[str, Any], key: str, value: Any) -> None:
 
 
 def _model_without_vae(w: Path) -> None:
-    _write(w / "model" / "unet" / "config.json", "{}")
+    write_file(w / "model" / "unet" / "config.json", "{}")
 
 
 def _nothing(w: Path) -> None:
@@ -105,7 +88,7 @@ CASES: list[tuple[str, Callable[[Path], Any], list[Any], list[str]]] = [
     ("threads-huge", _nothing, [*TRAIN, "--threads", "100000"], ["--threads", "<="]),
     ("dataset-id-negative", _nothing, [*TRAIN, "--dataset_id", "-3"], ["--dataset_id", ">= 0"]),
     ("t-min-above-t-max", _nothing, [*TRAIN, "--t_min", "0.6", "--t_max_end", "0.5"], ["--t_min", "below"]),
-    ("config-lr-huge", lambda w: _write(w / "c.json", '{"lr": 1e300}'), [*TRAIN, "--config", "c.json"],
+    ("config-lr-huge", lambda w: write_file(w / "c.json", '{"lr": 1e300}'), [*TRAIN, "--config", "c.json"],
      ["c.json", "lr", "<= 10"]),
     ("device-cuda", _without_cuda, [*TRAIN, "--device", "cuda"], ["--device cuda", "no CUDA"]),
     ("sds-without-model", _nothing, [*TRAIN, "--prompt", "a castle"], ["--model_path is missing"]),
@@ -152,22 +135,22 @@ CASES: list[tuple[str, Callable[[Path], Any], list[Any], list[str]]] = [
      [*TRAIN, "--dataset_id", "2", "--map_id", "1"], ["datasets/2/images/0003.png", "cannot be decoded"]),
     ("reference-view-random-bytes", lambda w: _reference(w, os.urandom(2000)),
      [*TRAIN, "--dataset_id", "2", "--map_id", "1"], ["datasets/2/images/0003.png", "cannot be read as an image"]),
-    ("reference-view-bomb", lambda w: _reference(w, _png_header(20_000, 20_000)),
+    ("reference-view-bomb", lambda w: _reference(w, png_header(20_000, 20_000)),
      [*TRAIN, "--dataset_id", "2", "--map_id", "1"], ["datasets/2/images/0003.png", "400,000,000 pixels"]),
-    ("reference-view-oversized", lambda w: _reference(w, _png_header(5000, 5000)),
+    ("reference-view-oversized", lambda w: _reference(w, png_header(5000, 5000)),
      [*TRAIN, "--dataset_id", "2", "--map_id", "1"], ["datasets/2/images/0003.png", "16,777,216 allowed"]),
     # the registry the export at the end goes to
-    ("registry-is-a-file", lambda w: _write(w / "afile", "x"), [*TRAIN, "--registry", "afile"],
+    ("registry-is-a-file", lambda w: write_file(w / "afile", "x"), [*TRAIN, "--registry", "afile"],
      ["afile", "not a folder", "--registry"]),
-    ("registry-json-damaged", lambda w: _write(w / "maps" / "registry.json", "{"), TRAIN,
+    ("registry-json-damaged", lambda w: write_file(w / "maps" / "registry.json", "{"), TRAIN,
      ["maps/registry.json", "not valid JSON"]),
     # --resume: the checkpoint is checked before the run is touched
-    ("resume-checkpoint-truncated", lambda w: _write(w / CHECKPOINT, (w / CHECKPOINT).read_bytes()[:200]), RESUME,
+    ("resume-checkpoint-truncated", lambda w: write_file(w / CHECKPOINT, (w / CHECKPOINT).read_bytes()[:200]), RESUME,
      ["ckpt_6_rank0.pt", "cannot be loaded"]),
-    ("resume-checkpoint-random-bytes", lambda w: _write(w / CHECKPOINT, os.urandom(3000)), RESUME,
+    ("resume-checkpoint-random-bytes", lambda w: write_file(w / CHECKPOINT, os.urandom(3000)), RESUME,
      ["ckpt_6_rank0.pt", "cannot be loaded"]),
-    ("resume-checkpoint-empty", lambda w: _write(w / CHECKPOINT, b""), RESUME, ["ckpt_6_rank0.pt", "cannot be loaded"]),
-    ("resume-checkpoint-pickle", lambda w: _write(w / CHECKPOINT, pickle.dumps({"weights": [1]})), RESUME,
+    ("resume-checkpoint-empty", lambda w: write_file(w / CHECKPOINT, b""), RESUME, ["ckpt_6_rank0.pt", "cannot be loaded"]),
+    ("resume-checkpoint-pickle", lambda w: write_file(w / CHECKPOINT, pickle.dumps({"weights": [1]})), RESUME,
      ["ckpt_6_rank0.pt", "cannot be loaded"]),
     ("resume-checkpoint-of-another-trainer",
      lambda w: torch.save({"step": 3, "splats": {"means": torch.zeros(2, 3)}}, w / CHECKPOINT), RESUME,
@@ -195,9 +178,9 @@ CASES: list[tuple[str, Callable[[Path], Any], list[Any], list[str]]] = [
     ("render-views-dataset-huge", _nothing,
      ["data", "render-views", "--map", SAMPLE / "map1/map.json", "--out", "ds", "--views", "1000", "--resolution",
       "4096"], ["--views 1000", "for a dataset"]),
-    ("render-views-out-is-a-file", lambda w: _write(w / "afile", "x"),
+    ("render-views-out-is-a-file", lambda w: write_file(w / "afile", "x"),
      ["data", "render-views", "--map", SAMPLE / "map1/map.json", "--out", "afile"], ["afile", "not a folder", "--out"]),
-    ("render-views-out-under-a-file", lambda w: _write(w / "afile", "x"),
+    ("render-views-out-under-a-file", lambda w: write_file(w / "afile", "x"),
      ["data", "render-views", "--map", SAMPLE / "map1/map.json", "--out", "afile/ds"], ["afile", "not a folder"]),
     ("render-views-cameras-json-is-a-folder", lambda w: (w / "ds" / "cameras.json").mkdir(parents=True),
      ["data", "render-views", "--map", SAMPLE / "map1/map.json", "--out", "ds"], ["ds/cameras.json", "in the way"]),
@@ -209,22 +192,22 @@ CASES: list[tuple[str, Callable[[Path], Any], list[Any], list[str]]] = [
      ["data", "render-views", "--map", SAMPLE / "map1/map.json", "--out", "ds", "--cameras", "nope.json"],
      ["nope.json", "no such cameras file"]),
     ("render-views-camera-huge",
-     lambda w: _write(w / "c.json", json.dumps({"views": [{"width": 5000, "height": 5000, "view": [[1, 0, 0, 0]] * 4,
+     lambda w: write_file(w / "c.json", json.dumps({"views": [{"width": 5000, "height": 5000, "view": [[1, 0, 0, 0]] * 4,
                                                            "proj": [[1, 0, 0, 0]] * 4}]})),
      ["data", "render-views", "--map", SAMPLE / "map1/map.json", "--out", "ds", "--cameras", "c.json"],
      ["c.json", "25,000,000 pixels"]),
     # runforge export
-    ("export-registry-is-a-file", lambda w: _write(w / "afile", "x"),
+    ("export-registry-is-a-file", lambda w: write_file(w / "afile", "x"),
      ["export", "--training_dir", "run", "--source_map_id", "1", "--registry", "afile"], ["afile", "not a folder"]),
-    ("export-registry-json-damaged", lambda w: _write(w / "maps" / "registry.json", "[1, "),
+    ("export-registry-json-damaged", lambda w: write_file(w / "maps" / "registry.json", "[1, "),
      ["export", "--training_dir", "run", "--source_map_id", "1"], ["maps/registry.json", "not valid JSON"]),
     ("export-no-training-dir", _nothing, ["export", "--training_dir", "nowhere", "--source_map_id", "1"],
      ["nowhere", "not a training run folder"]),
     ("export-final-map-missing", lambda w: (w / "run" / "final_map.json").unlink(),
      ["export", "--training_dir", "run", "--source_map_id", "1"], ["run/final_map.json", "is missing"]),
-    ("export-final-map-corrupt", lambda w: _write(w / "run" / "final_map.json", '{"blocks": ['),
+    ("export-final-map-corrupt", lambda w: write_file(w / "run" / "final_map.json", '{"blocks": ['),
      ["export", "--training_dir", "run", "--source_map_id", "1"], ["run/final_map.json", "not valid JSON"]),
-    ("export-config-corrupt", lambda w: _write(w / "run" / "config.json", "[1]"),
+    ("export-config-corrupt", lambda w: write_file(w / "run" / "config.json", "[1]"),
      ["export", "--training_dir", "run", "--source_map_id", "1"], ["run/config.json", "JSON object"]),
     ("export-source-negative", _nothing, ["export", "--training_dir", "run", "--source_map_id", "-1"],
      ["--source_map_id", "-1"]),
