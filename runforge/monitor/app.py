@@ -1,7 +1,7 @@
 """The dashboard: a Starlette app that reads runs from disk and steers them through control/.
 
     GET  /  /run/{key}  /compare          the page (one HTML file; the script draws each view)
-    GET  /static/{name}                   app.js, style.css, plotly.min.js (from the installed plotly)
+    GET  /static/{name}                   the page scripts, style.css, plotly.min.js (from the installed plotly)
     GET  /api/runs                        the runs table
     GET  /api/run/{key}                   run.json, config, status, snapshot and image lists
     GET  /api/run/{key}/metrics           downsampled series (?names=a,b&points=N&xmin=&xmax=)

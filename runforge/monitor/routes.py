@@ -39,7 +39,8 @@ from .cache import ChartCache
 from .catalog import Catalog, Refused, RunEntry, page_status
 
 STATIC_DIR = Path(__file__).parent / "static"
-STATIC_FILES = {"app.js": "text/javascript", "style.css": "text/css"}
+STATIC_FILES = {"style.css": "text/css", **{f"{page}.js": "text/javascript" for page in
+                                            ("core", "charts", "media", "runs", "run", "compare", "main")}}
 MAX_POINTS = 5000
 DEFAULT_POINTS = 1500
 TOKEN_HEADER = "x-runforge-token"

@@ -100,7 +100,7 @@ def _requests(key):
         "/": [("GET", "/")],
         "/run/{key}": [("GET", f"/run/{key}")],
         "/compare": [("GET", f"/compare?runs={key},good")],
-        "/static/{name}": [("GET", "/static/app.js")],
+        "/static/{name}": [("GET", "/static/core.js")],
         "/api/runs": [("GET", "/api/runs")],
         "/api/run/{key}": [("GET", f"/api/run/{key}")],
         "/api/run/{key}/metrics": [("GET", f"/api/run/{key}/metrics"),
