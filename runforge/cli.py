@@ -116,7 +116,8 @@ def trainer_parser(name: str, config_module: Any) -> argparse.ArgumentParser:
 def add_output_arguments(run: Any) -> None:
     """The flags of how a training shows itself (tb/, progress, tracebacks) and -h: `train` and `rerun` share them."""
     run.add_argument("--no_tensorboard", action="store_true", help="do not mirror metrics into tb/")
-    run.add_argument("--progress", choices=["auto", "bar", "lines"], default="auto", help="progress display")
+    run.add_argument("--progress", choices=["auto", "bar", "lines", "off"], default="auto",
+                     help="progress display: auto is a bar on a terminal and a line every 10%% elsewhere")
     run.add_argument("--debug", action="store_true", help="show tracebacks")
     run.add_argument("-h", "--help", action="help", help="show this help and exit")
 
@@ -167,7 +168,7 @@ def cmd_train(name: str | None, argv: list[str]) -> int:
     options["overwrite"] = run_args.get("overwrite", False)
     if run_args.get("no_tensorboard"):
         options["tensorboard"] = False
-    options["progress"] = {"auto": None, "bar": True, "lines": False}[run_args.get("progress") or "auto"]
+    options["progress"] = {"auto": None, "bar": True, "lines": "lines", "off": False}[run_args.get("progress") or "auto"]
 
     from .run import Run
 

@@ -7,6 +7,8 @@ from typing import Literal, Optional
 
 import pytest
 
+import runforge
+
 from runforge.cli import main
 from runforge.config import ConfigError, build, load_file, markdown_table, option, to_dict
 
@@ -71,6 +73,17 @@ def test_help_lists_commands_trainers_and_generated_flags(tmp_dir, capsys):
     assert toy.returncode == 0
     assert "--steps INT" in toy.stdout and "training steps (default: 300;" in toy.stdout
     assert "--resume [RUN_OR_CKPT]" in toy.stdout
+
+
+def test_progress_off_prints_no_progress_line_and_lines_print_every_tenth(tmp_dir, capsys):
+    assert main(["train", "toy", "--preset", "tiny", "--root", "runs", "--progress", "off"]) == 0
+    assert "(100%)" not in capsys.readouterr().err
+    with runforge.Run(trainer="unit", config={}, out=tmp_dir / "quiet", steps=10, tensorboard=False,
+                      progress=False, handle_signals=False) as run:
+        for step in range(1, 11):
+            run.log(step, {"loss": 1.0})
+            run.poll(step)
+    assert "%)" not in capsys.readouterr().err
 
 
 def test_train_runs_and_show_in_process(tmp_dir, capsys):

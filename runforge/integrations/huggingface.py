@@ -78,7 +78,7 @@ class RunforgeCallback(TrainerCallback):
         config: extra entries for config.json, beside `training_args` and `model`.
         trainer: the trainer name run.json records.
         tensorboard: also write the metrics to the run's `tb/`.
-        progress: True adds runforge's progress bar to the Trainer's; False (default) prints a line every 10%.
+        progress: True adds runforge's progress bar to the Trainer's; False (default) adds no progress output.
         handle_signals: a first Ctrl-C / SIGTERM stops the Trainer at the next step with a checkpoint;
             a second one stops at once.
     """

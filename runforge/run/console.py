@@ -8,11 +8,16 @@ from typing import Any
 
 
 class ProgressDisplay:
-    """A rich progress bar when stderr is a terminal; otherwise a line every 10% (CI logs stay short)."""
+    """A rich progress bar when stderr is a terminal; otherwise a line every 10% (CI logs stay short).
 
-    def __init__(self, description: str, enabled: bool | None = None) -> None:
+    `mode`: None chooses by the terminal as above, True forces the bar, "lines" the plain lines, and
+    False prints nothing (a library embedding a run, such as the Lightning logger, keeps its host's
+    console to itself)."""
+
+    def __init__(self, description: str, mode: bool | str | None = None) -> None:
         self.description = description
-        self.interactive = sys.stderr.isatty() if enabled is None else enabled
+        self.silent = mode is False
+        self.interactive = sys.stderr.isatty() if mode is None else mode is True
         self._bar: Any = None
         self._task: Any = None
         self._last_decile = -1
@@ -34,7 +39,7 @@ class ProgressDisplay:
                 self._task = self._bar.add_task(self.description, total=total, completed=step)
             self._bar.update(self._task, completed=step, total=total)
             return
-        if not total:
+        if not total or self.silent:
             return
         decile = min(10, step * 10 // total)
         if decile > self._last_decile and time.monotonic() - self._last_line > 1.0 or decile == 10 > self._last_decile:

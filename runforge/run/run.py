@@ -85,7 +85,8 @@ class Run:
         load_checkpoint: on resume, `load_checkpoint(path)` reads the checkpoint into `run.resume_state`
             before anything in the run is changed; any exception it raises is a `BadInputError` naming
             the file, and the run is left exactly as it was.
-        progress: show a progress bar (default: when stderr is a terminal; plain lines otherwise).
+        progress: True: a progress bar; "lines": a plain line every 10%; False: no progress output;
+            None (default): the bar when stderr is a terminal, the lines otherwise.
         handle_signals: turn SIGINT/SIGTERM into a graceful stop (see `poll`).
         terminal_keys: read v/p/s/q from the terminal (rank 0, on a terminal only); False leaves stdin to
             the script (input(), pdb).
@@ -110,7 +111,7 @@ class Run:
         snapshot_groups: Mapping[str, Sequence[str]] | None = None,
         checkpoint_options: dict[str, Any] | None = None,
         load_checkpoint: Callable[[Path], Any] | None = None,
-        progress: bool | None = None,
+        progress: bool | str | None = None,
         handle_signals: bool = True,
         terminal_keys: bool = True,
         rank: int | None = None,
