@@ -282,13 +282,22 @@ with runforge.Run(trainer="t", config={}, out=sys.argv[1], tensorboard=False, pr
 """
 
 
+def _has_a_line(path):
+    try:
+        with open(path, "rb") as f:
+            return b"\n" in f.read(4096)
+    except FileNotFoundError:
+        return False
+
+
 def test_kill_9_at_random_instants_never_makes_the_index_disagree(tmp_path):
     rng = random.Random(7)
     for attempt in range(4):
         out = tmp_path / f"k{attempt}"
         proc = subprocess.Popen([PYTHON, "-c", KILLED_WRITER, str(out)], stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 60
-        while not (out / "train.index").exists() and time.monotonic() < deadline:
+        # the random instant starts once a line is on disk: a kill before the first write checks nothing
+        while not _has_a_line(out / "train.jsonl") and time.monotonic() < deadline:
             time.sleep(0.02)
         time.sleep(rng.uniform(0.0, 0.6))
         proc.send_signal(signal.SIGKILL)

@@ -1,19 +1,24 @@
 """The dashboard: a Starlette app that reads runs from disk and steers them through control/.
 
     GET  /  /run/{key}  /compare          the page (one HTML file; the script draws each view)
+    GET  /hparams?runs=a,b                the page's parallel-coordinates view of the runs' config and metrics
     GET  /static/{name}                   the page scripts, style.css, plotly.min.js (from the installed plotly)
     GET  /api/runs                        the runs table
     GET  /api/run/{key}                   run.json, config, status, snapshot and image lists
-    GET  /api/run/{key}/metrics           downsampled series (?names=a,b&points=N&xmin=&xmax=)
+    GET  /api/run/{key}/metrics           downsampled series (?names=a,b&points=N&x=step|time|wall&xmin=&xmax=)
+    GET  /api/run/{key}/metrics.csv       train.jsonl as `runforge csv` writes it (?names=a,b)
     GET  /api/run/{key}/events            the last lines of events.log
+    GET  /api/run/{key}/system            system.jsonl as columns (CPU %, RSS, RAM %, GPU memory/util; ?points=N)
     GET  /api/run/{key}/snapshot/{step}   one snapshot's content
     GET  /api/run/{key}/file/{path}       a file of the run (?download=1 for an attachment)
     POST /api/run/{key}/control/{cmd}     pause, resume, validate, save, stop
-    GET  /api/compare                     ?runs=a,b&metric=loss (overlay) or &step=N (snapshot table)
+    GET  /api/run/{key}/annotations       the run's tags and note; POST {"tags": [...], "note": "..."} replaces them
+    GET  /api/compare                     ?runs=a,b&metric=loss[&x=time] (overlay) or &step=N (snapshot table)
+    GET  /api/hparams                     ?runs=a,b: each run's flattened config, last metrics, headline metric
 
 Reads are open on the address the server binds, and reach only files whose real
-path lies inside a run under the roots (`catalog.confined`). Control needs the
-JSON header the page sends (a cross-site form cannot), a small JSON object as
+path lies inside a run under the roots (`catalog.confined`). Control (and writing
+annotations) needs the JSON header the page sends (a cross-site form cannot), a small JSON object as
 body, an Origin (when sent) equal to this server's scheme, host and port, and the
 token when one is set (always when bound to a non-loopback address).
 
@@ -69,15 +74,20 @@ def create_app(roots: Sequence[str | os.PathLike[str]], *, token: str | None = N
         Route("/", routes.page),
         Route("/run/{key}", routes.page),
         Route("/compare", routes.page),
+        Route("/hparams", routes.hparams_page),
         Route("/static/{name}", routes.static),
         Route("/api/runs", routes.runs),
         Route("/api/run/{key}", routes.run_api),
         Route("/api/run/{key}/metrics", routes.metrics),
+        Route("/api/run/{key}/metrics.csv", routes.metrics_csv),
         Route("/api/run/{key}/events", routes.events),
+        Route("/api/run/{key}/system", routes.system_series),
         Route("/api/run/{key}/snapshot/{step}", routes.snapshot),
         Route("/api/run/{key}/file/{path:path}", routes.run_file),
         Route("/api/run/{key}/control/{command}", routes.control_command, methods=["POST"]),
+        Route("/api/run/{key}/annotations", routes.annotations, methods=["GET", "POST"]),
         Route("/api/compare", routes.compare),
+        Route("/api/hparams", routes.hparams),
     ]
     app = Starlette(routes=table, lifespan=_lifespan, exception_handlers=routes.EXCEPTION_HANDLERS)
     # What the handlers read (routes.py lists it), and how many runs to warm at start.

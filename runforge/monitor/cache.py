@@ -6,8 +6,8 @@ import threading
 from pathlib import Path
 from typing import Any, Hashable
 
-ChartKey = tuple[Path, tuple[str, ...] | None, int, float | None, float | None]
-"""(run directory, chosen names or None for all, points, x min, x max): one chart request."""
+ChartKey = tuple[Path, tuple[str, ...] | None, int, float | None, float | None, str]
+"""(run directory, chosen names or None for all, points, x min, x max, x axis): one chart request."""
 
 
 class ChartCache:

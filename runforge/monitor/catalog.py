@@ -26,9 +26,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 from ..errors import BadInputError, RunNotFoundError
-from ..run.layout import METRICS_FILE, METRICS_INDEX_FILE, RUN_FILE, STATUS_FILE, SWEEP_FILE, checkpoint_index
+from ..run.layout import (ANNOTATIONS_FILE, CONFIG_FILE, METRICS_FILE, METRICS_INDEX_FILE, RUN_FILE, STATUS_FILE,
+                          SWEEP_FILE, checkpoint_index)
 from ..run.read import list_images, read_info, read_status, summarize
 from ..run.snapshots import best_metric, list_snapshots, load_snapshot, snapshot_folder
+from .row_fields import annotations_of, flat_config, headline, last_metrics
 
 if TYPE_CHECKING:
     from .series import MetricStore  # numpy: only the dashboard needs it, not `runforge runs`
@@ -130,7 +132,8 @@ def resume_command(trainer: str, run_dir: str) -> str:
 
 
 def run_row(entry: RunEntry, *, confine: bool = False) -> dict[str, Any]:
-    """One line of the runs table: name, trainer, status, step/max, ETA, best metric, started.
+    """One line of the runs table: name, trainer, status, step/max, ETA, best metric, started;
+    the flattened config, the last metrics and the headline one, tags and note (`row_fields`).
     `confine`: read only what lies inside the run (the dashboard); the CLI also follows a
     snapshot folder outside it (sr's `--learn_dir`)."""
     summary = summarize(entry.dir)
@@ -144,6 +147,18 @@ def run_row(entry: RunEntry, *, confine: bool = False) -> dict[str, Any]:
     row.update(best_name=best[0] if best else None, best=best[1] if best else None,
                last_snapshot_step=latest[0] if latest else None, paused=paused,
                resume=resume_command(summary.trainer, summary.dir) if summary.status == "crashed" else None)
+    real_dir = os.path.realpath(entry.dir)
+
+    def inside(name: str) -> Path | None:  # a FIFO would block the reader: regular files only
+        path = os.path.join(real_dir, name)
+        # one name in a real directory leaves it only if it is a link (as in `servable`)
+        if confine and os.path.islink(path) and not _within(os.path.realpath(path), real_dir):
+            return None
+        return Path(path) if _is_file(Path(path)) else None
+
+    metrics = last_metrics(inside(METRICS_FILE))
+    annotations = annotations_of(real_dir if inside(ANNOTATIONS_FILE) is not None else None)
+    row.update(config=flat_config(inside(CONFIG_FILE)), metrics=metrics, headline=headline(metrics), **annotations)
     return row
 
 
@@ -177,7 +192,7 @@ def run_rows(roots: Iterable[str | os.PathLike[str]]) -> list[dict[str, Any]]:
     return rows
 
 
-_ROW_SOURCES = (RUN_FILE, STATUS_FILE)
+_ROW_SOURCES = (RUN_FILE, STATUS_FILE, CONFIG_FILE, METRICS_FILE, ANNOTATIONS_FILE)
 """A finished run's row is read again only when one of these, or its snapshot folder, changed."""
 
 

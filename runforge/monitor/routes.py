@@ -19,6 +19,7 @@ import hmac
 import json
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit
@@ -27,25 +28,33 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 
-from ..errors import RunforgeError
+from ..errors import BadInputError, RunforgeError
 from ..run import control
-from ..run.layout import CONFIG_FILE, CONTROL_DIR, EVENTS_FILE
+from ..run.annotations import check_annotations, write_annotations
+from ..run.layout import ANNOTATIONS_FILE, CONFIG_FILE, CONTROL_DIR, EVENTS_FILE, METRICS_FILE, SYSTEM_FILE
 from ..run.metrics import read_metrics
 from ..run.snapshot_fields import recorded_groups
 from ..run.snapshots import load_snapshot
+from ..run.system import read_system
 from ..view import view_command
 from . import analysis
 from .cache import ChartCache
 from .catalog import Catalog, Refused, RunEntry, page_status
+from .row_fields import annotations_of
+from .series import AXES, stretch_starts
+from .media import images_by_name, run_media
 
 STATIC_DIR = Path(__file__).parent / "static"
 STATIC_FILES = {"style.css": "text/css", **{f"{page}.js": "text/javascript" for page in
-                                            ("core", "charts", "media", "runs", "run", "compare", "main")}}
+                                            ("core", "charts", "fields", "media", "runs", "annotations", "run",
+                                             "compare", "theme", "system", "hparams", "shortcuts", "main")}}
 MAX_POINTS = 5000
 DEFAULT_POINTS = 1500
 TOKEN_HEADER = "x-runforge-token"
 MAX_CONTROL_BODY = 4096
 """Bytes; a control body is `{}` or `{"command": "..."}`, so anything longer is not one."""
+MAX_ANNOTATIONS_BODY = 32768
+"""Bytes; the longest note (`MAX_NOTE_BYTES`) and tags fit, even written with JSON escapes."""
 
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -58,7 +67,7 @@ SECURITY_HEADERS = {
 
 MEDIA_TYPES = {".json": "application/json", ".png": "image/png", ".jsonl": "application/x-ndjson",
                ".log": "text/plain; charset=utf-8", ".txt": "text/plain; charset=utf-8",
-               ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
+               ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".mp4": "video/mp4"}
 """How a run's file is served, by suffix; anything else is application/octet-stream."""
 
 
@@ -118,6 +127,24 @@ def entry_of(request: Request) -> RunEntry:
         raise Reject(404, f"no run {request.path_params['key']!r} under the served roots") from None
 
 
+def entries_of(request: Request) -> list[RunEntry]:
+    """The runs named by `?runs=KEY,KEY`; 400 without one, 404 naming every key that is not served."""
+    catalog = catalog_of(request)
+    keys = [k for k in request.query_params.get("runs", "").split(",") if k]
+    if not keys:
+        raise Reject(400, "give runs=KEY,KEY")
+    unknown = []
+    entries = []
+    for key in keys:
+        try:
+            entries.append(catalog.get(key))
+        except KeyError:
+            unknown.append(key)
+    if unknown:
+        raise Reject(404, f"no run {', '.join(map(repr, unknown))} under the served roots")
+    return entries
+
+
 def float_param(request: Request, name: str) -> float | None:
     raw = request.query_params.get(name)
     if raw in (None, ""):
@@ -155,22 +182,42 @@ def same_origin(request: Request, origin: str) -> bool:
     return here is not None and _origin(origin) == here
 
 
-async def check_control_body(request: Request, command: str) -> None:
-    """A control body must be `{}` or `{"command": command}`; it is read no further than
-    MAX_CONTROL_BODY bytes, so a huge one costs no memory."""
-    too_big = Reject(413, f"a control body is at most {MAX_CONTROL_BODY} bytes of JSON")
+async def json_body(request: Request, limit: int, what: str) -> Any:
+    """The request's body as JSON (None when it is not JSON), read no further than `limit` bytes,
+    so a huge one costs no memory; 413 naming `what` beyond that."""
+    too_big = Reject(413, f"{what} is at most {limit} bytes of JSON")
     length = request.headers.get("content-length")
-    if length is not None and (not length.isdigit() or int(length) > MAX_CONTROL_BODY):
+    if length is not None and (not length.isdigit() or int(length) > limit):
         raise too_big
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
-        if len(body) > MAX_CONTROL_BODY:  # a chunked body says no length up front
+        if len(body) > limit:  # a chunked body says no length up front
             raise too_big
     try:
-        data = json.loads(bytes(body))
+        return json.loads(bytes(body))
     except (ValueError, RecursionError):
-        data = None
+        return None
+
+
+def refuse_foreign(request: Request, what: str) -> Response | None:
+    """The error for a writing request that may not come from the page: not JSON (a cross-site
+    form cannot send it), from another origin, or without the token when one is set; else None."""
+    if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+        return error(415, f"{what} requests must be JSON (application/json)")
+    origin = request.headers.get("origin")
+    if origin is not None and not same_origin(request, origin):
+        return error(403, f"refused: {what} request from another origin ({origin!r})")
+    token = request.app.state.token
+    if token is not None and not hmac.compare_digest(request.headers.get(TOKEN_HEADER, "").encode(),
+                                                     token.encode()):
+        return error(403, "refused: this dashboard needs its control token (printed when it started)")
+    return None
+
+
+async def check_control_body(request: Request, command: str) -> None:
+    """A control body must be `{}` or `{"command": command}` (at most MAX_CONTROL_BODY bytes)."""
+    data = await json_body(request, MAX_CONTROL_BODY, "a control body")
     if not isinstance(data, dict):
         raise Reject(400, 'the body must be a JSON object ({} or {"command": "..."})')
     unknown = sorted(set(data) - {"command"})
@@ -216,35 +263,44 @@ def run_detail(catalog: Catalog, entry: RunEntry, token_set: bool) -> dict[str, 
     """What the run page shows of a run (the body of /api/run/{key})."""
     info = catalog.info(entry)
     snapshots = [{"step": step, "file": entry.relative(path)} for step, path in entry.snapshots()]
-    images: dict[str, list[dict[str, Any]]] = {}
-    for path in entry.images():
-        step, _, name = path.stem.removeprefix("step_").partition("_")
-        if step.isdigit():
-            images.setdefault(name, []).append({"step": int(step), "file": entry.relative(path)})
-    for shots in images.values():
-        shots.sort(key=lambda shot: shot["step"])  # step_{step:04d}: names sort wrong past 9999
+    images = images_by_name(entry)
     row = catalog.row(entry)
     return {"key": entry.key, "info": info, "summary": row or {},
             "config": json_file(entry.path(CONFIG_FILE)),
             "status": page_status(catalog.status(entry), row), "snapshots": snapshots,
-            "images": images, "warnings": entry.outside_folders(info),
+            "images": images, "media": run_media(entry, images), "warnings": entry.outside_folders(info),
             "snapshot_groups": recorded_groups(info), "control_needs_token": token_set,
             "view_command": view_command(info.get("trainer"), str(entry.dir))}
 
 
+def axis_of(request: Request) -> str:
+    """The `x` parameter of a chart request: step (the default), time or wall."""
+    axis = request.query_params.get("x") or "step"
+    if axis not in AXES:
+        raise Reject(400, f"x must be one of {', '.join(AXES)}, not {axis!r}")
+    return axis
+
+
+def chart_of(catalog: Catalog, entry: RunEntry, name: str, points: int, axis: str) -> dict[str, Any] | None:
+    """One metric of a run as a chart over `axis` (a wall clock is placed by the run's run.json)."""
+    starts = stretch_starts(catalog.info(entry)) if axis == "wall" else None
+    return catalog.store(entry).chart(name, points, axis=axis, starts=starts)
+
+
 def metrics_body(catalog: Catalog, charts: ChartCache, entry: RunEntry, names: list[str] | None, points: int,
-                 x_min: float | None, x_max: float | None) -> bytes:
+                 x_min: float | None, x_max: float | None, axis: str = "step") -> bytes:
     """The encoded /metrics answer, from `charts` while the run's train.jsonl has not grown."""
     store = catalog.store(entry)
-    cache_key = (entry.dir, tuple(names) if names else None, points, x_min, x_max)
+    cache_key = (entry.dir, tuple(names) if names else None, points, x_min, x_max, axis)
     version = store.version  # taken before the series: a line read meanwhile only means a rebuild later
     body = charts.get(cache_key, version)
     if body is not None:
         return body
     available = store.names()
     chosen = available if names is None else [n for n in names if n in available]
-    series = {name: store.chart(name, points, x_min, x_max) for name in chosen}
-    body = json_response({"names": available, "series": series, "lines": store.lines,
+    starts = stretch_starts(catalog.info(entry)) if axis == "wall" else None
+    series = {name: store.chart(name, points, x_min, x_max, axis, starts) for name in chosen}
+    body = json_response({"names": available, "series": series, "x": axis, "lines": store.lines,
                           "last_step": store.last_step, "warnings": store.warnings}).body
     charts.put(cache_key, version, body)
     return body
@@ -255,6 +311,16 @@ def metrics_body(catalog: Catalog, charts: ChartCache, entry: RunEntry, names: l
 
 async def page(request: Request) -> Response:
     return Response(request.app.state.index_html, media_type="text/html; charset=utf-8", headers=SECURITY_HEADERS)
+
+
+PARCOORDS_HEADERS = {**SECURITY_HEADERS, "Content-Security-Policy": SECURITY_HEADERS["Content-Security-Policy"]
+                     .replace("script-src 'self'", "script-src 'self' 'unsafe-eval'")}
+"""The hparams page's: plotly's WebGL parallel coordinates compile glue code for the GPU's limits at run
+time (its precompiled set covers common GPUs only); still only our own script files run."""
+
+
+async def hparams_page(request: Request) -> Response:
+    return Response(request.app.state.index_html, media_type="text/html; charset=utf-8", headers=PARCOORDS_HEADERS)
 
 
 async def static(request: Request) -> Response:
@@ -284,8 +350,26 @@ async def metrics(request: Request) -> Response:
     raw = request.query_params.get("names")
     names = [n for n in raw.split(",") if n] if raw else None
     body = await run_in_threadpool(metrics_body, catalog_of(request), request.app.state.charts, entry, names,
-                                   points_of(request), float_param(request, "xmin"), float_param(request, "xmax"))
+                                   points_of(request), float_param(request, "xmin"), float_param(request, "xmax"),
+                                   axis_of(request))
     return Response(body, media_type="application/json", headers=SECURITY_HEADERS)
+
+
+async def metrics_csv(request: Request) -> Response:
+    """train.jsonl as `runforge csv` writes it (one row per step; ?names=a,b for those columns only)."""
+    entry = entry_of(request)
+    path = entry.metrics_file()
+    if path is None:
+        return error(404, f"run {entry.key!r} has no {METRICS_FILE}")
+    raw = request.query_params.get("names")
+    fields = [n for n in raw.split(",") if n] if raw else None
+    try:
+        text = await run_in_threadpool(lambda: analysis.to_csv(analysis.table_rows(path, "metrics"), fields, "names"))
+    except BadInputError as exc:
+        return error(400, str(exc))
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", entry.key) + "_metrics.csv"  # a run key may hold anything
+    return Response(text, media_type="text/csv; charset=utf-8",
+                    headers={**SECURITY_HEADERS, "Content-Disposition": f'attachment; filename="{name}"'})
 
 
 async def events(request: Request) -> Response:
@@ -335,15 +419,9 @@ async def control_command(request: Request) -> Response:
     command = request.path_params["command"]
     if command not in control.COMMANDS:
         return error(400, f"unknown command {command!r}; choose from {', '.join(control.COMMANDS)}")
-    if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
-        return error(415, "control requests must be JSON (application/json)")
-    origin = request.headers.get("origin")
-    if origin is not None and not same_origin(request, origin):
-        return error(403, f"refused: control request from another origin ({origin!r})")
-    token = request.app.state.token
-    if token is not None and not hmac.compare_digest(request.headers.get(TOKEN_HEADER, "").encode(),
-                                                     token.encode()):
-        return error(403, "refused: this dashboard needs its control token (printed when it started)")
+    refused = refuse_foreign(request, "control")
+    if refused is not None:
+        return refused
     await check_control_body(request, command)
     catalog = catalog_of(request)
     entry = entry_of(request)
@@ -362,24 +440,43 @@ async def control_command(request: Request) -> Response:
     return json_response({"sent": command, "file": path.name, "step": status.get("step_current")})
 
 
+async def annotations(request: Request) -> Response:
+    """GET: the run's tags and note. POST `{"tags": [...], "note": "..."}`: replace them, with the
+    checks of a control request; a bad body writes nothing."""
+    if request.method == "GET":
+        entry = entry_of(request)
+        inside = entry.path(ANNOTATIONS_FILE) is not None
+        return json_response(await run_in_threadpool(annotations_of, entry.dir if inside else None))
+    refused = refuse_foreign(request, "annotations")
+    if refused is not None:
+        return refused
+    try:
+        checked = check_annotations(await json_body(request, MAX_ANNOTATIONS_BODY, "an annotations body"))
+    except BadInputError as exc:
+        return error(400, str(exc))
+    entry = entry_of(request)
+    if entry.path(ANNOTATIONS_FILE) is None:
+        return error(403, f"refused: {ANNOTATIONS_FILE} of run {entry.key} links out of the run")
+    try:
+        await run_in_threadpool(write_annotations, os.path.realpath(entry.dir), checked["tags"], checked["note"])
+    except OSError as exc:
+        return error(409, f"cannot write {ANNOTATIONS_FILE} of run {entry.key} ({exc.strerror or exc})")
+    return json_response(checked)
+
+
 async def compare(request: Request) -> Response:
     catalog = catalog_of(request)
-    keys = [k for k in request.query_params.get("runs", "").split(",") if k]
-    if not keys:
-        return error(400, "give runs=KEY,KEY")
-    try:
-        entries = [catalog.get(k) for k in keys]
-    except KeyError as exc:
-        return error(404, f"no run {exc.args[0]!r} under the served roots")
+    entries = entries_of(request)
+    keys = [entry.key for entry in entries]
     metric = request.query_params.get("metric")
     if metric:
-        points = points_of(request)
+        points, axis = points_of(request), axis_of(request)
 
         def overlay() -> dict[str, Any]:
             series = {}
             for entry in entries:
-                series[entry.key] = catalog.store(entry).chart(metric, points)
-            return {"metric": metric, "series": series}
+                series[entry.key] = chart_of(catalog, entry, metric, points, axis)
+            return {"metric": metric, "series": series, "x": axis}
 
         return json_response(await run_in_threadpool(overlay))
     step_raw = request.query_params.get("step")
@@ -404,3 +501,41 @@ async def compare(request: Request) -> Response:
         return json_response(await run_in_threadpool(table))
     except RunforgeError as exc:
         return error(404, str(exc))
+
+
+async def system_series(request: Request) -> Response:
+    entry = entry_of(request)
+    path = entry.path(SYSTEM_FILE)
+    samples = await run_in_threadpool(read_system, path) if path is not None and path.is_file() else []
+    return json_response(system_columns(samples, points_of(request)))
+
+
+def system_columns(samples: list[dict[str, Any]], points: int) -> dict[str, Any]:
+    """system.jsonl as columns: `step`, `time` (seconds of training), `wall` and one list per figure
+    (null where a sample lacks it); every n-th sample and the last when there are more than `points`."""
+    kept = samples[::max(1, math.ceil(len(samples) / points))]
+    if samples and kept[-1] is not samples[-1]:
+        kept.append(samples[-1])
+    axes = ("step", "time", "wall")
+    names = sorted({name for sample in kept for name, value in sample.items()
+                    if name not in axes and isinstance(value, (int, float)) and not isinstance(value, bool)})
+    return {"samples": len(samples), **{axis: [sample.get(axis) for sample in kept] for axis in axes},
+            "series": {name: [sample.get(name) for sample in kept] for name in names}}
+
+
+async def hparams(request: Request) -> Response:
+    """Per run its flattened config, the last value of each metric and its headline metric (the runs
+    table row's), for the parallel-coordinates page."""
+    catalog = catalog_of(request)
+    entries = entries_of(request)
+
+    def table() -> dict[str, Any]:
+        runs = []
+        for entry in entries:
+            row = catalog.row(entry) or {}
+            runs.append({"key": entry.key, "name": row.get("name", entry.key), "trainer": row.get("trainer"),
+                         "status": row.get("status"), "config": row.get("config") or {},
+                         "metrics": row.get("metrics") or {}, "headline": row.get("headline")})
+        return {"runs": runs}
+
+    return json_response(await run_in_threadpool(table))

@@ -6,6 +6,11 @@ that shrank or was replaced (a resume drops the lines after its checkpoint) is
 read again from the start. The first read takes what the run's train.index holds
 (columns the run's writer keeps beside the log) and parses only the lines it does
 not cover: a million points come from one read of float64 arrays instead.
+
+A chart's x axis is the step, the training time (the lines' `time` less the first:
+the run's own clock, which goes on from the last kept line after a resume and counts
+paused time, as train.jsonl does not say when a run was paused) or the wall clock
+(run.json's `created_at` and each resume's `at`, plus the time since).
 """
 
 from __future__ import annotations
@@ -14,16 +19,46 @@ import math
 import mmap
 import os
 import threading
+from datetime import datetime
 from pathlib import Path
 from stat import S_ISREG
 from typing import Any
 
 import numpy as np
 
-from ..run.metrics import (DAMAGE_NAMED, NOT_CHARTED, PARSE_CHUNK_BYTES, Columns, Damage, damage_message, parse_lines,
-                           pieces, scan_index)
+from ..run.metrics import (DAMAGE_NAMED, NOT_CHARTED, PARSE_CHUNK_BYTES, TIME_COLUMN, Columns, Damage, damage_message,
+                           parse_lines, pieces, scan_index)
 
-__all__ = ["NOT_CHARTED", "MetricStore", "downsample"]
+__all__ = ["AXES", "NOT_CHARTED", "MetricStore", "downsample", "stretch_starts"]
+
+AXES = ("step", "time", "wall")
+"""A chart's x: the step, seconds of training (from train.jsonl's `time`), the wall clock (seconds since the epoch)."""
+
+
+def _epoch(stamp: Any) -> float | None:
+    """Seconds since the epoch of a run file's UTC time (`2026-11-22T02:44:32Z`); None for anything else."""
+    if not isinstance(stamp, str):
+        return None
+    try:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def stretch_starts(info: dict[str, Any]) -> list[tuple[float, float]]:
+    """(last step before it, wall time it began) of each stretch a run trained: its start, then each resume
+    run.json records. Empty when run.json gives no start time."""
+    created = _epoch(info.get("created_at"))
+    if created is None:
+        return []
+    starts = [(-math.inf, created)]
+    resumes = info.get("resumes")
+    for resume in resumes if isinstance(resumes, list) else []:
+        at = _epoch(resume.get("at")) if isinstance(resume, dict) else None
+        step = resume.get("step") if isinstance(resume, dict) else None
+        if at is not None and isinstance(step, (int, float)) and not isinstance(step, bool):
+            starts.append((float(step), at))
+    return starts
 
 
 def downsample(x: np.ndarray, y: np.ndarray, max_points: int) -> tuple[np.ndarray, np.ndarray]:
@@ -77,6 +112,7 @@ class MetricStore:
         self._base: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # from the index
         self._tail = Columns()  # parsed from train.jsonl
         self._arrays: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._time_lookup: tuple[Any, tuple[np.ndarray, np.ndarray]] | None = None  # (version, steps and times)
 
     @property
     def lines(self) -> int:
@@ -171,8 +207,9 @@ class MetricStore:
         self._offset = blocks[-1].header["end"]
 
     def names(self) -> list[str]:
+        """The charted metrics (the lines' `time` is an x axis, not one of them)."""
         with self._lock:
-            return sorted(self._base.keys() | self._tail.columns.keys())
+            return sorted((self._base.keys() | self._tail.columns.keys()) - {TIME_COLUMN})
 
     def series(self, name: str) -> tuple[np.ndarray, np.ndarray] | None:
         with self._lock:
@@ -190,21 +227,72 @@ class MetricStore:
                 self._arrays[name] = cached
             return cached
 
-    def chart(self, name: str, max_points: int, x_min: float | None = None,
-              x_max: float | None = None) -> dict[str, Any] | None:
-        """One metric, within [x_min, x_max] when given, downsampled to about `max_points`."""
+    def _times_by_step(self) -> tuple[np.ndarray, np.ndarray]:
+        """(steps, times) of the lines that give a time, sorted by step (a repeated step keeps its lines' order)."""
+        version = self.version
+        with self._lock:
+            kept = self._time_lookup
+        if kept is not None and kept[0] == version:
+            return kept[1]
+        found = self.series(TIME_COLUMN)
+        if found is None:
+            return np.empty(0), np.empty(0)
+        order = np.argsort(found[0], kind="stable")
+        lookup = (found[0][order], found[1][order])
+        with self._lock:
+            self._time_lookup = (version, lookup)  # a refresh meanwhile changes the version: built again then
+        return lookup
+
+    def _time_of(self, steps: np.ndarray, exact: bool = True) -> np.ndarray:
+        """The `time` of the last line of each step (with `exact` False: at or before it); NaN where none.
+        A step logged in several lines (its loss, then its validation) is placed at the time of the last."""
+        known, times = self._times_by_step()
+        at = np.searchsorted(known, steps, side="right") - 1
+        hit = at >= 0
+        if exact:
+            hit[hit] = known[at[hit]] == steps[hit]
+        return np.where(hit, times[np.maximum(at, 0)] if len(times) else np.nan, np.nan)
+
+    def x_values(self, steps: np.ndarray, axis: str, starts: list[tuple[float, float]] | None = None) -> np.ndarray:
+        """`steps` on the `axis` (one of `AXES`); `starts` (`stretch_starts`) places a wall-clock x."""
+        if axis == "step":
+            return steps
+        elapsed = self._time_of(steps)
+        if axis == "time":
+            times = self.series(TIME_COLUMN)
+            return elapsed - times[1][0] if times is not None and len(times[1]) else elapsed
+        if not starts:
+            return np.full(len(steps), np.nan)
+        # a resumed run's clock goes on from the time of its last kept line: each stretch has its own origin
+        stretch = np.searchsorted(np.array([s for s, _ in starts]), steps, side="left") - 1
+        kept = np.nan_to_num(self._time_of(np.array([step for step, _ in starts]), exact=False))
+        origins = np.array([at for _, at in starts]) - kept
+        return origins[np.maximum(stretch, 0)] + elapsed
+
+    def chart(self, name: str, max_points: int, x_min: float | None = None, x_max: float | None = None,
+              axis: str = "step", starts: list[tuple[float, float]] | None = None) -> dict[str, Any] | None:
+        """One metric over `axis` (see `x_values`), within [x_min, x_max] of it when given, downsampled
+        to about `max_points`. A point without a place on the axis (a line without a time) is left out."""
         found = self.series(name)
         if found is None:
             return None
-        x, y = found
-        total = len(x)
-        if x_min is not None or x_max is not None:
+        steps, y = found
+        total = shown = len(steps)
+        if x_min is None and x_max is None:
+            # buckets of consecutive points are the same over any axis: only the points kept are placed on it
+            steps, y = downsample(steps, y, max_points)
+            x = self.x_values(steps, axis, starts)
+        else:
+            x = self.x_values(steps, axis, starts)
             inside = np.ones(total, dtype=bool)
             if x_min is not None:
                 inside &= x >= x_min
             if x_max is not None:
                 inside &= x <= x_max
-            x, y = x[inside], y[inside]
-        shown = len(x)
-        x, y = downsample(x, y, max_points)
-        return {"x": x.astype(np.int64).tolist(), "y": y.tolist(), "points": total, "in_range": shown}
+            shown = int(inside.sum())
+            x, y = downsample(x[inside], y[inside], max_points)
+        if axis != "step":
+            placed = np.isfinite(x)
+            x, y = x[placed], y[placed]
+        return {"x": (x.astype(np.int64) if axis == "step" else x).tolist(), "y": y.tolist(),
+                "points": total, "in_range": shown}

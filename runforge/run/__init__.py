@@ -21,10 +21,12 @@ _LAZY = {
     "list_snapshots": ("runforge.run.snapshots", "list_snapshots"),
     "load_snapshot": ("runforge.run.snapshots", "load_snapshot"),
     "metrics_frame": ("runforge.run.read", "metrics_frame"),
+    "read_annotations": ("runforge.run.annotations", "read_annotations"),
     "read_config": ("runforge.run.read", "read_config"),
     "read_info": ("runforge.run.read", "read_info"),
     "read_metrics": ("runforge.run.metrics", "read_metrics"),
     "read_status": ("runforge.run.read", "read_status"),
+    "read_system": ("runforge.run.system", "read_system"),
     "send_command": ("runforge.run.control", "send"),
     "snapshot_at": ("runforge.run.snapshots", "snapshot_at"),
 }
@@ -32,11 +34,13 @@ _LAZY = {
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2 ms); type checkers read it alike
 if TYPE_CHECKING:
     from ..errors import CheckpointWriteError
+    from .annotations import read_annotations
     from .checkpoints import CheckpointManager
     from .control import send as send_command
     from .controller import Control
     from .metrics import read_metrics
     from .read import list_images, list_runs, metrics_frame, read_config, read_info, read_status
+    from .system import read_system
     from .run import Run
     from .snapshots import latest_snapshot, list_snapshots, load_snapshot, snapshot_at
 del TYPE_CHECKING  # not part of the public surface
@@ -53,10 +57,12 @@ __all__ = [
     "list_snapshots",
     "load_snapshot",
     "metrics_frame",
+    "read_annotations",
     "read_config",
     "read_info",
     "read_metrics",
     "read_status",
+    "read_system",
     "send_command",
     "snapshot_at",
 ]

@@ -28,7 +28,7 @@ from . import control, system
 from .console import ProgressDisplay
 from .files import dumps_pretty, sanitize, write_bytes
 from .keys import KeyReader
-from .layout import STATUS_FILE
+from .layout import STATUS_FILE, SYSTEM_FILE
 
 STATUS_INTERVAL_S = 1.0
 """status.json is rewritten at most this often while nothing but the step changes."""
@@ -59,6 +59,7 @@ class Controller:
         event: writes one line to events.log, as `EventLog.write`.
         progress: the progress display to update on every poll, if any.
         clock: seconds, monotonic; the iteration duration and ETA are measured with it.
+        sampler: writes system.jsonl; ticked with every status.json heartbeat (the writer thread).
     """
 
     def __init__(
@@ -71,6 +72,7 @@ class Controller:
         event: Callable[..., None] = lambda message, level="info", console=False: None,
         progress: ProgressDisplay | None = None,
         clock: Callable[[], float] = time.perf_counter,
+        sampler: system.SystemSampler | None = None,
     ) -> None:
         self.dir = run_dir
         self.is_main = is_main
@@ -89,6 +91,7 @@ class Controller:
         self._event = event
         self._progress = progress
         self._clock = clock
+        self._sampler = sampler
         self._closed = False
         self._poll_seen = False
         self._last_poll: float | None = None
@@ -260,7 +263,14 @@ class Controller:
         return fields
 
     def write_status(self, status: str, *, force: bool = False) -> None:
-        """Rewrite status.json when something changed, or a second has passed, or `force`."""
+        """Rewrite status.json when something changed, or a second has passed, or `force`; append a
+        system.jsonl sample when one is due."""
+        if self._sampler is not None:
+            try:
+                self._sampler.tick(self.step)
+            except OSError as exc:  # fail soft: the heartbeat goes on, without system samples
+                self._sampler = None
+                self._event(f"⚠️  Failed to save {SYSTEM_FILE}, no more system samples: {exc}", "warning")
         now = time.monotonic()
         if not force and not self._status_dirty and now - self._last_status_write < STATUS_INTERVAL_S:
             return

@@ -386,13 +386,14 @@ def plan_truncation(path: Path, step: int) -> Truncation:
 # checked against), then blocks, each describing a stretch of train.jsonl that follows the one
 # before it (the first starts at byte 0):
 #
-#     "RFX1" | u32 header length | u32 payload length | u32 crc32 of header + payload | header | payload
+#     "RFX2" | u32 header length | u32 payload length | u32 crc32 of header + payload | header | payload
 #
 # The header is a JSON object: `start`/`end` (the stretch's bytes in train.jsonl), `crc` (their
 # crc32), `lines` (their newlines), `records` and `last_step` (lines with an integer step, the last of
 # those steps), `order` (the byte order of the payload), `check` ([length, crc32] of the stretch's last
 # line, newline included) and `columns` ([name, count], ...); the payload holds, per column, `count`
-# steps then `count` values as float64. It is derived data: the writer appends a block only after the
+# steps then `count` values as float64; the column `time` (`TIME_COLUMN`) holds the lines' `time`, for charts
+# over training time. It is derived data: the writer appends a block only after the
 # lines it describes are in train.jsonl, and a reader trusts a block only if it continues the one
 # before, ends within train.jsonl and that file still holds the stretch (`scan_index`). So a kill at
 # any moment, a rewrite by a resume, a copy of the run or a damaged index leave blocks that are
@@ -400,10 +401,12 @@ def plan_truncation(path: Path, step: int) -> Truncation:
 
 NOT_CHARTED = ("step", "time", "nonfinite")
 """Keys of a train.jsonl line that are not metrics."""
+TIME_COLUMN = "time"
+"""The column of `Columns` that holds the lines' `time` (no metric has this name: it is not charted)."""
 
 INDEX_FILE_MAGIC = b"RFXI"
 _FILE_HEAD = struct.Struct("<4sQQI")  # magic, device and inode of train.jsonl, crc32 of the two
-INDEX_MAGIC = b"RFX1"
+INDEX_MAGIC = b"RFX2"  # RFX1 blocks had no time column: they are ignored, and a resumed writer rewrites them
 _BLOCK_HEAD = struct.Struct("<4sIII")
 INDEX_BLOCK_RECORDS = 4096
 INDEX_BLOCK_BYTES = 256 << 10
@@ -417,8 +420,8 @@ _NUMBER = frozenset((float, int))  # exact types: a bool is not charted, a numpy
 
 class Columns:
     """The numeric columns of some train.jsonl lines as the dashboard charts them: name -> (steps, values),
-    nested names joined by '.', null (a non-finite value) as NaN. A line whose step is not an integer is
-    left out; strings, booleans and lists are not charted."""
+    nested names joined by '.', null (a non-finite value) as NaN, and each line's `time` as `TIME_COLUMN`.
+    A line whose step is not an integer is left out; strings, booleans and lists are not charted."""
 
     __slots__ = ("columns", "records", "last_step")
 
@@ -452,6 +455,9 @@ class Columns:
                 continue
             self.records += 1
             self.last_step = step
+            elapsed = record.get(TIME_COLUMN)
+            if type(elapsed) is float or type(elapsed) is int:
+                add(TIME_COLUMN, step, elapsed)
             for key, value in record.items():
                 kind = type(value)
                 if kind is float or kind is int:
@@ -474,8 +480,9 @@ class Columns:
 
     def add_logged(self, batch: list[tuple[int, Any, dict[str, Any]]]) -> bool:
         """`run.log` calls (step, time, metrics) not yet encoded: what `add_records` would make of their
-        lines, without parsing them. False, and nothing added, when a value is of a type whose reading
-        back only the parser can tell (a numpy scalar, a tensor, a key that is not a string, ...)."""
+        lines (whose `time` `Run` rounds to the microsecond), without parsing them. False, and nothing
+        added, when a value is of a type whose reading back only the parser can tell (a numpy scalar, a
+        tensor, a key that is not a string, ...)."""
         if not batch:
             return True
         steps = [entry[0] for entry in batch]
@@ -484,6 +491,9 @@ class Columns:
         try:
             x = array("d", steps)
         except OverflowError:
+            return False
+        times = [entry[1] for entry in batch]
+        if not set(map(type, times)) <= _NUMBER:
             return False
         metrics = [entry[2] for entry in batch]
         keys = tuple(metrics[0])
@@ -512,6 +522,7 @@ class Columns:
                     column = self._column(key)
                     column[0].extend(x)
                     column[1].extend(values[at::width])
+                self._add_times(x, times)
                 self.records += len(batch)
                 self.last_step = steps[-1]
                 return True
@@ -522,9 +533,15 @@ class Columns:
         add = self._add
         for name, step, value in flat:
             add(name, step, value)
+        self._add_times(x, times)
         self.records += len(batch)
         self.last_step = steps[-1]
         return True
+
+    def _add_times(self, steps: array, times: list[float]) -> None:
+        column = self._column(TIME_COLUMN)
+        column[0].extend(steps)
+        column[1].extend(array("d", [round(t, 6) for t in times]))
 
 
 def _flatten(values: dict[Any, Any], prefix: str, step: int, out: list[tuple[str, int, float]]) -> bool:

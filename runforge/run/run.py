@@ -17,6 +17,7 @@ What lands on disk (docs/run-layer.md describes each file; runforge/run/layout.p
     {dir}/config.json     the resolved config, once (config.resume-N.json when a resume changed it)
     {dir}/train.jsonl     one line per `log` call
     {dir}/status.json     live state, at most once a second
+    {dir}/system.jsonl    CPU %, memory, GPU memory/utilisation every `system_interval` seconds
     {dir}/events.log      saves, validations, warnings, errors
     {dir}/tb/             TensorBoard events of every scalar and image
     {dir}/control/        commands waiting for the trainer
@@ -42,7 +43,8 @@ from .controller import Control, Controller
 from .events import utc_now
 from .files import dumps_pretty, sanitize, write_bytes, write_json
 from .images import to_pil
-from .layout import IMAGES_DIR, METRICS_FILE, METRICS_INDEX_FILE, RUN_FILE, SNAPSHOT_DIR, SNAPSHOT_PATTERN, TB_DIR
+from .layout import (IMAGES_DIR, METRICS_FILE, METRICS_INDEX_FILE, RUN_FILE, SNAPSHOT_DIR, SNAPSHOT_PATTERN,
+                     SYSTEM_FILE, TB_DIR)
 from .metrics import MetricsFile, encode_line
 from .opening import RESUME_NEEDS_A_RUN, SAFE_NAME, OpenRequest, open_run
 from .snapshot_fields import declare as declare_snapshot_groups, fields_of
@@ -91,6 +93,7 @@ class Run:
         terminal_keys: read v/p/s/q from the terminal (rank 0, on a terminal only); False leaves stdin to
             the script (input(), pdb).
         rank, world_size: default to the RANK and WORLD_SIZE that torchrun sets.
+        system_interval: seconds between two samples appended to system.jsonl (rank 0); None or 0: none.
     """
 
     def __init__(
@@ -116,7 +119,10 @@ class Run:
         terminal_keys: bool = True,
         rank: int | None = None,
         world_size: int | None = None,
+        system_interval: float | None = system.SYSTEM_INTERVAL_S,
     ) -> None:
+        if system_interval is not None and not system_interval >= 0:  # NaN too
+            raise ValueError(f"system_interval must be seconds >= 0 or None, not {system_interval!r}")
         self.trainer = trainer
         self.config = dict(config or {})
         self.rank = int(os.environ.get("RANK", 0)) if rank is None else rank
@@ -164,9 +170,14 @@ class Run:
                 self._tb = EventFileWriter(self.dir / TB_DIR)
                 if opening.resumed:
                     self._tb.purge_from(self.start_step + 1)
+        sampler = None
+        if self.is_main and system_interval:
+            sampler = system.SystemSampler(self.dir / SYSTEM_FILE, system_interval,
+                                           elapsed=lambda: time.perf_counter() - self._t0)
         self._controller = Controller(
             self.dir, is_main=self.is_main, step_max=steps, start_step=self.start_step, event=self.event,
             progress=ProgressDisplay(f"{self.trainer} {self.name}", progress) if self.is_main else None,
+            sampler=sampler,
         )
         self._writer = BackgroundWriter(
             self._flush_records, self._on_write_error, tick=self._write_status if self.is_main else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -13,7 +14,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
+
+import pytest
 
 import runforge
 from conftest import wait_for  # noqa: F401  (re-exported for the monitor tests)
@@ -23,12 +26,14 @@ QUIET_ENV = {"RUNFORGE_NO_KEYS": "1", "PYTHONUNBUFFERED": "1"}
 
 
 def make_run(root: Path, dirname: str, *, name: str | None = None, steps: int = 20,
-             snapshots: dict[int, dict[str, Any]] | None = None, loss=lambda step: 1.0 / step) -> Path:
-    """A finished run with `loss` (and `losses.l1`) every step, and the given snapshots.
+             snapshots: dict[int, dict[str, Any]] | None = None, loss=lambda step: 1.0 / step,
+             config: dict[str, Any] | None = None) -> Path:
+    """A finished run with `loss` (and `losses.l1`) every step, and the given snapshots; its config
+    is `{"steps": steps}` and `config`.
 
     `name` is written into run.json afterwards: the run layer refuses names that are not plain,
     but the dashboard must still show whatever a (hand-edited) run.json says, as text."""
-    with runforge.Run(trainer="unit", config={"steps": steps}, out=root / dirname, steps=steps,
+    with runforge.Run(trainer="unit", config={"steps": steps, **(config or {})}, out=root / dirname, steps=steps,
                       tensorboard=False, progress=False, handle_signals=False) as run:
         for step in range(1, steps + 1):
             run.log(step, {"loss": loss(step), "losses": {"l1": loss(step) / 2}})
@@ -160,8 +165,6 @@ NO_CHROMIUM = "Debian chromium + chromium-driver are not installed (make setup i
 
 def chromium(profile: Path, flags: tuple[str, ...], page_load_timeout: float, browser_logs: bool = False) -> Any:
     """A headless Debian chromium through selenium (the caller quits it); skips the test without selenium."""
-    import pytest
-
     webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install selenium)")
     from selenium.webdriver.chrome.options import Options
     from selenium.webdriver.chrome.service import Service
@@ -176,3 +179,41 @@ def chromium(profile: Path, flags: tuple[str, ...], page_load_timeout: float, br
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(page_load_timeout)
     return driver
+
+
+BROWSER_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-dev-shm-usage",
+                 "--window-size=1400,1000")
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Any:
+    """A headless chromium for one test, quit after it (a fixture: import it into the test module)."""
+    driver = chromium(tmp_path / "profile", BROWSER_FLAGS, 30, browser_logs=True)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def css(driver: Any, selector: str) -> list[Any]:
+    """The page's elements matching a CSS selector."""
+    from selenium.webdriver.common.by import By
+
+    return driver.find_elements(By.CSS_SELECTOR, selector)
+
+
+def severe_logs(driver: Any) -> list[dict[str, Any]]:
+    """The browser console's errors since the last call (a failed script, a refused resource)."""
+    return [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+
+
+@contextlib.contextmanager
+def open_page(driver: Any, root: Path, path: str) -> Iterator[Server]:
+    """`runforge serve ROOT` with the browser on its page `path`; the server is stopped afterwards."""
+    server = Server(str(root))
+    try:
+        driver.get(server.url + path)
+        yield server
+    finally:
+        server.stop()

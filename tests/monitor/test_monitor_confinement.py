@@ -62,6 +62,9 @@ def hostile(tmp_path_factory):
         "snapshot-link": ("stats/stats_5.json", out / "secret.json"),
         "metrics-link": ("train.jsonl", out / "secret.jsonl"),
         "index-link": ("ckpts/index_rank0.json", out / "index.json"),
+        "annotations-link": ("annotations.json", out / "secret.json"),
+        "system-link": ("system.jsonl", out / "secret.jsonl"),
+        "renders-folder-link": ("renders", out / "images"),
         "image-link": ("images/step_0001_x.png", out / "secret.txt"),
         "stats-folder-link": ("stats", out / "stats"),
         "images-folder-link": ("images", out / "images"),
@@ -100,6 +103,11 @@ def _requests(key):
         "/": [("GET", "/")],
         "/run/{key}": [("GET", f"/run/{key}")],
         "/compare": [("GET", f"/compare?runs={key},good")],
+        "/hparams": [("GET", f"/hparams?runs={key},good")],
+        "/api/hparams": [("GET", f"/api/hparams?runs={key},good")],
+        "/api/run/{key}/system": [("GET", f"/api/run/{key}/system")],
+        "/api/run/{key}/metrics.csv": [("GET", f"/api/run/{key}/metrics.csv"),
+                                       ("GET", f"/api/run/{key}/metrics.csv?names=loss")],
         "/static/{name}": [("GET", "/static/core.js")],
         "/api/runs": [("GET", "/api/runs")],
         "/api/run/{key}": [("GET", f"/api/run/{key}")],
@@ -110,6 +118,7 @@ def _requests(key):
         "/api/run/{key}/file/{path:path}": [("GET", f"/api/run/{key}/file/{f}") for f in files]
                                            + [("GET", f"/api/run/{key}/file/{f}?download=1") for f in files],
         "/api/run/{key}/control/{command}": [("POST", f"/api/run/{key}/control/pause")],
+        "/api/run/{key}/annotations": [("GET", f"/api/run/{key}/annotations"), ("POST", f"/api/run/{key}/annotations")],
         "/api/compare": [("GET", f"/api/compare?runs={key},good&metric=loss"),
                          ("GET", f"/api/compare?runs={key},good"), ("GET", f"/api/compare?runs={key},good&step=5"),
                            ("GET", f"/api/compare?runs={key},good&step=10")],
@@ -164,6 +173,9 @@ def test_links_out_are_absent_while_the_rest_of_the_run_is_shown(hostile):
     overlay = client.get("/api/compare?runs=metrics-link,good&metric=loss").json()["series"]
     assert overlay["metrics-link"] is None and overlay["good"]["points"] == 10  # not the outside log's loss
     assert client.get("/api/run/good/metrics").json()["names"] == ["loss", "losses.l1"]
+
+    assert client.get("/api/run/system-link/system").json()["samples"] == 0
+    assert not client.get("/api/run/renders-folder-link").json()["media"]
 
     rows = {row["key"]: row for row in client.get("/api/runs").json()["runs"]}
     assert rows["index-link"]["best"] == 0.25  # from its own snapshot; the linked index is not read

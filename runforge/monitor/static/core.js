@@ -40,7 +40,7 @@ async function api(path, options) {
   const response = await fetch(path, options);
   let data = null;
   try { data = await response.json(); } catch (e) { data = { error: response.statusText }; }
-  if (!response.ok) throw new Error((data && data.error) || response.statusText);
+  if (!response.ok) throw Object.assign(new Error((data && data.error) || response.statusText), { status: response.status });
   return data;
 }
 
@@ -71,7 +71,10 @@ function poll(fn) {
     if (busy) return;
     busy = true;
     try { await fn(); live.textContent = "updated " + new Date().toLocaleTimeString(); }
-    catch (e) { live.textContent = "update failed: " + e.message; }
+    catch (e) {
+      live.textContent = "update failed: " + e.message;
+      if (e.final) clearInterval(timer);  // asking again cannot help (an unknown run): stop polling
+    }
     finally { busy = false; }
   };
   tick();

@@ -11,6 +11,7 @@ function runView(key) {
   const bar = el("progress", { id: "progress", max: 1, value: 0 });
   const progressText = el("span", { id: "progress-text", className: "num" });
   const statusBox = el("span", { id: "run-status" });
+  const heartbeat = el("span", { id: "last-update", className: "msg" });
   const notes = el("div", { className: "meta", id: "run-notes" });
   // voxel and splat runs: the command that opens their maps / PLYs in 3D (a separate viser server)
   const viewCommand = el("div", { className: "meta", id: "view-command", hidden: true });
@@ -28,10 +29,11 @@ function runView(key) {
 
   view.replaceChildren(
     title, meta,
-    el("div", { className: "progress" }, statusBox, bar, progressText), notes, viewCommand,
+    el("div", { className: "progress" }, statusBox, bar, progressText, heartbeat), notes, viewCommand,
     el("div", { className: "toolbar", style: "margin-top:10px" }, Object.values(buttons), msg),
     el("h2", {}, "Metrics"),
     chartPanel.element,
+    systemSection(key),  // system.js: CPU, memory and GPU charts from system.jsonl
     el("h2", {}, "Images"), media.element,
     el("h2", {}, "Statistics snapshots"),
     el("div", { className: "columns" }, snapshots, snapshotView),
@@ -39,6 +41,7 @@ function runView(key) {
       el("div", {}, el("h2", {}, "Config"), config),
       el("div", {}, el("h2", {}, "Status"), status)),
     el("h2", {}, "Events"), events);
+  annotationsEditor(key, meta);  // annotations.js: tags and note under the title
 
   async function sendControl(command) {
     if (command === "stop" && !confirm("Stop this run after its current step (with a checkpoint)?")) return;
@@ -86,7 +89,6 @@ function runView(key) {
     const data = result.data;
     const rows = [];
     const shown = new Set();
-    const valueCell = (v) => v === null || v === undefined ? el("td", { className: "msg" }, "null") : el("td", { className: "num" }, fmt(v));
     for (const [group, fields] of Object.entries(groups)) {
       const present = fields.filter(f => f in data);
       present.forEach(f => shown.add(f));
@@ -96,13 +98,13 @@ function runView(key) {
         continue;
       }
       rows.push(el("tr", { className: "group" }, el("td", { colspan: 2 }, group)));
-      for (const f of present) rows.push(el("tr", {}, el("td", {}, f), valueCell(data[f])));
+      for (const f of present) rows.push(el("tr", {}, el("td", {}, f), fieldCell(f, data[f])));
     }
     // the groups are the ones the run's run.json declares; fields it writes beyond them come last
     const other = Object.keys(data).filter(f => !shown.has(f));
     if (other.length) {
       rows.push(el("tr", { className: "group" }, el("td", { colspan: 2 }, "other")));
-      for (const f of other) rows.push(el("tr", {}, el("td", {}, f), valueCell(data[f])));
+      for (const f of other) rows.push(el("tr", {}, el("td", {}, f), fieldCell(f, data[f])));
     }
     snapshotView.replaceChildren(el("div", { className: "meta" }, `${result.file} (step ${step})`),
       el("table", { id: "snapshot-table" }, el("tbody", {}, rows)));
@@ -118,12 +120,18 @@ function runView(key) {
     const runStatus = summary.status || info.status;
     statusBox.replaceChildren(statusLabel(runStatus, runStatus === "running" && st.training_paused));
     const step = summary.step ?? st.step_current ?? 0, max = summary.step_max ?? st.step_max;
-    bar.max = max || 1; bar.value = max ? step : 0;
+    bar.max = max || 1;
+    // a finished run did all its steps, whether its last step number is step_max or step_max − 1 (0-based)
+    bar.value = runStatus === "finished" ? bar.max : max ? step : 0;
     const pieces = [`step ${step}` + (max ? ` / ${max}` : "")];
     if (runStatus === "running" && st.eta_total_formatted) pieces.push("ETA " + st.eta_total_formatted);
     if (st.iteration_duration) pieces.push(fmt(st.iteration_duration) + " s/it");
     if (st.validation_running) pieces.push("validating…");
     progressText.textContent = pieces.join(" · ");
+    if (isTimestamp("last_update_time", st.last_update_time)) {
+      heartbeat.textContent = "last update " + localDateTime(st.last_update_time);
+      heartbeat.title = `status.json last_update_time ${st.last_update_time}`;
+    }
     const lines = (detail.warnings || []).slice();
     if (summary.resume) lines.unshift("the training process is gone; resume with: " + summary.resume);
     notes.replaceChildren(...lines.map(line => el("div", {}, line)));
@@ -135,7 +143,7 @@ function runView(key) {
     for (const c of ["validate", "save", "stop"]) buttons[c].disabled = !running;
     config.textContent = JSON.stringify(detail.config, null, 2);
     status.textContent = JSON.stringify(st, null, 2);
-    media.render(detail.images);
+    media.render(detail.media);
     renderSnapshots(detail.snapshots, detail.snapshot_groups);
     // after the notes were replaced above, so a damaged-log warning shows as long as the log is damaged
     for (const line of await chartPanel.refresh()) notes.append(el("div", {}, line));
