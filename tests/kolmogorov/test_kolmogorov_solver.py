@@ -120,10 +120,12 @@ def _plain_if_rk4(flow: KolmogorovFlow, w: torch.Tensor, dt: float, steps: int) 
     return torch.fft.irfft2(d + flow.laminar_hat, s=(n, n))
 
 
-def test_fused_step_matches_the_plain_scheme_also_outside_the_dealiased_band():
-    # the fused step uses the u², uv form of the nonlinear term, folded coefficients and only the band
-    # columns; out-of-band modes (here from added noise) must still decay exactly as the plain scheme's
-    flow = KolmogorovFlow(32, reynolds=1000, dtype=torch.float64)
+@pytest.mark.parametrize("backend", ["numba", "torch"])
+def test_fused_step_matches_the_plain_scheme_also_outside_the_dealiased_band(backend):
+    # the fused step transforms z = u + iv and z², folds the coefficients and steps only the band modes;
+    # out-of-band modes (here from added noise) must still decay exactly as the plain scheme's
+    flow = KolmogorovFlow(32, reynolds=1000, dtype=torch.float64, backend=backend)
+    assert flow.backend == backend
     w = flow.random_vorticity(2, torch.Generator().manual_seed(6))
     w = w + 0.05 * torch.randn(2, 32, 32, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
     steps = flow.substeps(0.5)
@@ -142,3 +144,32 @@ def test_batches_split_into_cpu_chunks_give_the_same_trajectories(monkeypatch):
     chunked = flow.advance(w, 0.4)
     assert torch.allclose(chunked, whole, rtol=0, atol=1e-12)
     assert torch.allclose(flow.advance(w[:1], 0.4), whole[:1], rtol=0, atol=1e-12)
+
+
+def test_data_generation_steps_with_the_numba_kernel_on_the_cpu(monkeypatch):
+    from runforge.trainers.kolmogorov import data, kernels
+    from runforge.trainers.kolmogorov.config import data_preset
+
+    stages = []
+    kernel = kernels.ifrk4_stage
+    monkeypatch.setattr(kernels, "ifrk4_stage", lambda *args: stages.append(args[6]) or kernel(*args))
+    cfg = data_preset("tiny")
+    cfg.device = "cpu"
+    uv = data.simulate(cfg, log=lambda _: None)
+    assert uv.shape == (10, 12, 2, 16, 16) and torch.isfinite(uv).all()
+    steps = KolmogorovFlow(32).substeps(cfg.dt) * (cfg.burn_in + cfg.length - 1)
+    assert stages == [0, 1, 2, 3] * steps
+
+
+def test_batch_shapes_give_the_same_trajectories():
+    flow = KolmogorovFlow(16, dtype=torch.float64)
+    w = flow.random_vorticity(6, torch.Generator().manual_seed(9)).reshape(2, 3, 16, 16)
+    grouped = flow.advance(w, 0.3)
+    assert grouped.shape == (2, 3, 16, 16)
+    assert torch.allclose(grouped.reshape(6, 16, 16), flow.advance(w.reshape(6, 16, 16), 0.3), rtol=0, atol=1e-12)
+    assert torch.allclose(flow.advance(w[1, 2], 0.3), grouped[1, 2], rtol=0, atol=1e-12)
+
+
+def test_unknown_backend_is_refused_by_name():
+    with pytest.raises(ValueError, match="backend 'jax': expected one of auto, numba, torch"):
+        KolmogorovFlow(16, backend="jax")

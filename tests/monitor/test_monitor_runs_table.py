@@ -112,7 +112,9 @@ def test_tags_and_note_edited_on_the_run_page_are_stored_and_shown_in_the_table(
     server, root = served
     browser.get(server.url + "/run/mid-lr")
     wait_for(lambda: css(browser, "#run-tags")[0].text == "no tags", what="the tags of the run")
+    assert not css(browser, "#tags-input")[0].is_displayed()  # the editor opens on request only
     css(browser, "#annotations-edit")[0].click()
+    assert css(browser, "#tags-input")[0].is_displayed()
     css(browser, "#tags-input")[0].send_keys("baseline, sweep-1")
     note = "<b>diverged</b> after 3k steps"
     css(browser, "#note-input")[0].send_keys(note)

@@ -1,4 +1,4 @@
-"""A pseudo-spectral solver of 2D Kolmogorov flow, batched over trajectories (torch).
+"""A pseudo-spectral solver of 2D Kolmogorov flow, batched over trajectories (torch; on the CPU, numba).
 
 The incompressible Navier–Stokes equations on the periodic square [0, 2π)² in
 vorticity form, with the forcing and linear drag of SDA's experiment
@@ -13,7 +13,9 @@ the x-velocity u and channel 1 the y-velocity v, grid points at cell centres
 Time stepping is integrating-factor RK4 (Lawson) on the deviation from the
 laminar state ω* (the steady solution of the linear part with the forcing):
 viscosity and drag are integrated exactly, the nonlinear term is dealiased with
-the 2/3 rule, and ω* stays a fixed point to rounding because u*·∇ω* = 0.
+the 2/3 rule, and ω* stays a fixed point to rounding because u*·∇ω* = 0. The transforms are torch's
+(MKL on the CPU); the elementwise work of a stage between them is one numba kernel on the CPU
+(kernels.py), where a dozen small torch ops would each pay torch's per-call cost.
 
 The inner step is courant · h / max_velocity with courant 1 at speed 5: twice jax-cfd's
 step as SDA sets it (CFL 0.5). It is not larger because stability, not accuracy, bounds it:
@@ -23,6 +25,8 @@ time-stepping error is far below the grid's (see docs/kolmogorov.md, The solver)
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import math
 
 import torch
@@ -34,6 +38,8 @@ from torch import Tensor
 # 2^14 / 2^16 / 2^18 points: 64² batch 64: 123 / 131 / 76; 128² batch 16: 16.0 / 15.9 / 7.7;
 # 256² batch 8: 1.64 / 1.81 / 1.68.
 CPU_CHUNK_POINTS = 64 * 64 * 16
+
+BACKENDS = ("auto", "numba", "torch")
 
 
 class KolmogorovFlow:
@@ -48,11 +54,15 @@ class KolmogorovFlow:
         max_velocity, courant: the fixed inner time step is courant * h / max_velocity (as SDA does with jax-cfd,
             which takes courant 0.5).
         dtype: float32 for data generation (as jax-cfd's default), float64 for validation.
+        backend: what does the elementwise work of a time step between its FFTs: "numba" (one kernel per
+            RK stage, CPU only), "torch" (torch ops, any device), "auto" (numba on the CPU when installed);
+            `flow.backend` names the one in use. Both give the same trajectories to rounding.
     """
 
     def __init__(self, size: int, reynolds: float = 1000.0, drag: float = 0.1, wavenumber: int = 4,
                  amplitude: float = 1.0, max_velocity: float = 5.0, courant: float = 1.0,
-                 dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> None:
+                 dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
+                 backend: str = "auto") -> None:
         self.size = size
         self.viscosity = 1.0 / reynolds
         self.drag = drag
@@ -74,7 +84,7 @@ class KolmogorovFlow:
         force_x = amplitude * torch.sin(wavenumber * y)[None, :].expand(size, size)
         curl_f = -1j * self.ky * torch.fft.rfft2(force_x)
         self.laminar_hat = torch.where(self.linear != 0, -curl_f / self.linear, torch.zeros_like(curl_f))
-        self._band_setup()
+        self._setup_stepping(backend)
 
     def coordinates(self) -> Tensor:
         """Cell-centre coordinates along one axis, (N,)."""
@@ -111,119 +121,118 @@ class KolmogorovFlow:
 
     # ------------------------------------------------------------------ time stepping
     #
-    # The state is stepped as the deviation d = ω̂ − ω̂* restricted to the rfft columns ky ≤ N/3: every
-    # other column lies outside the 2/3 band, where the nonlinear term is zero, so it only decays by
-    # exp(L t) and is advanced once per `advance` instead of at every stage, and the transforms along x
-    # skip those columns. Each RK stage then costs inverse transforms of u and v and forward transforms
-    # of uv and u² − v² (the plain advective form needs four fields back and one forward).
+    # The state is the deviation d = ω̂ − ω̂* on the band: the rfft modes with |kx|, ky ≤ N/3, the only ones
+    # the dealiased nonlinear term reaches (every other mode only decays by exp(L t), once per
+    # `advance_hat`). An evaluation of the nonlinear term transforms one complex field back,
+    # z = u + iv (its spectrum is K ω̂, K = (kx + i ky) / |k|²), and one forward, z² = u² − v² + 2i uv:
+    # u·∇ω = ∂x∂y(u² − v²) + (∂x² − ∂y²)(uv) for a divergence-free u, and with y the transform of z²,
+    # −(u·∇ω)^(k) = α y(k) + conj(α y(−k)) separates the two real products (docs/kolmogorov.md, The
+    # solver). Two c2c transforms per stage; the elementwise rest of a stage is one numba kernel on the CPU
+    # (kernels.py), a dozen torch ops elsewhere.
 
-    def _band_setup(self) -> None:
-        band = self.size // 3 + 1
-        complex_dtype = self.laminar_hat.dtype
-        mask = self.dealias[:, :band]
-        kx, ky, inv_k2 = self.kx, self.ky[:, :band], self.inv_k2[:, :band]
-        # multipliers from ω̂ to (û, v̂), dealiased, stacked along a field axis
-        fields = torch.stack(torch.broadcast_tensors(1j * ky * inv_k2, -1j * kx * inv_k2))
+    def _setup_stepping(self, backend: str) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"backend {backend!r}: expected one of {', '.join(BACKENDS)}")
+        if backend == "numba" and self.device.type != "cpu":
+            raise ValueError(f"backend 'numba' runs on the CPU, not on {self.device}")
+        n, cutoff = self.size, self.size // 3
+        band = cutoff + 1
+        rows = torch.cat((torch.arange(band), torch.arange(n - cutoff, n)))  # kx = 0..N/3, then −N/3..−1
+        kx, ky = self.kx[rows.to(self.device)], self.ky[:, :band]
+        k2 = kx**2 + ky**2
+        k_per_w = (kx + 1j * ky) * torch.where(k2 > 0, 1.0 / k2.clamp_min(1e-12), torch.zeros_like(k2))
+        alpha = -(kx * ky / 2 - 0.25j * (ky**2 - kx**2))
         self._band = band
-        self._to_fields = (fields * mask).mT.to(complex_dtype).contiguous()
-        self._laminar_band = self.laminar_hat[:, :band].mT.contiguous()
-        self._laminar_fields = self._laminar_band * self._to_fields
-        # u·∇ω = ∂x∂y(u² − v²) + (∂x² − ∂y²)(uv) for a divergence-free u: two products of two fields
-        # instead of the advective form's four fields, the same values to rounding under the 2/3 rule
-        self._from_uv = (ky**2 - kx**2).mT.to(complex_dtype).contiguous()
-        self._from_squares = (kx * ky).mT.to(complex_dtype).contiguous()
-        self._coefficients: dict[float, tuple[Tensor, ...]] = {}
-        self._buffers: dict[tuple, dict[str, Tensor]] = {}
+        self._rows = rows.to(self.device)
+        self._mirror_rows = ((n - rows) % n).to(self.device)
+        self._cols = torch.arange(band, device=self.device)
+        self._mirror_cols = (n - self._cols) % n
+        self._laminar_band = self.laminar_hat[self._rows, :band]
+        self._linear_band = self.linear[self._rows, :band]
+        # per band mode: z's spectrum per unit ω̂, the laminar ω̂*, the nonlinear weight α
+        self._band_coef = torch.stack((k_per_w.to(self._laminar_band.dtype), self._laminar_band,
+                                       alpha.to(self._laminar_band.dtype)))
+        self._coefficients: dict[float, Tensor] = {}
+        use_numba = backend == "numba" or (backend == "auto" and self.device.type == "cpu"
+                                           and importlib.util.find_spec("numba") is not None)
+        self._kernels = importlib.import_module("runforge.trainers.kolmogorov.kernels") if use_numba else None
+        self.backend = "numba" if use_numba else "torch"
 
-    def _coefficients_for(self, dt: float) -> tuple[Tensor, ...]:
-        """Integrating factors and RK4 weights for step dt, with the dealiasing and the sign of −u·∇ω
-        folded in so that a stage is one fused multiply-add."""
+    def _coefficients_for(self, dt: float) -> Tensor:
+        """The integrating factor E = exp(L dt/2) and the RK4 weights of step dt (7, R, band), real."""
         cached = self._coefficients.get(dt)
         if cached is None:
-            band = self._band
-            linear = self.linear[:, :band]
-            half = torch.exp(linear * (dt / 2))
-            full = half * half
-            minus = -self.dealias[:, :band]
-            weights = (half, full, dt / 2 * half * minus, dt / 2 * minus, dt * half * minus,
-                       dt / 6 * full * minus, dt / 3 * half * minus, dt / 6 * minus)
-            cached = tuple(w.mT.to(self._laminar_band.dtype).contiguous() for w in weights)
+            half = torch.exp(self._linear_band * (dt / 2))
+            ones = torch.ones_like(half)
+            cached = torch.stack((half, dt / 2 * half, dt / 2 * ones, dt * half, dt / 6 * half * half,
+                                  dt / 3 * half, dt / 6 * ones))
             if len(self._coefficients) > 8:
                 self._coefficients.clear()
             self._coefficients[dt] = cached
         return cached
 
-    def _workspace(self, d: Tensor) -> dict[str, Tensor]:
-        """Buffers for one batch shape, reused by every stage: fresh allocations of this size cost page
-        faults on each call, which at 256² took about as long as the transforms."""
-        key = (tuple(d.shape[:-2]), d.dtype, d.device)
-        space = self._buffers.get(key)
-        if space is None:
-            n, band, lead = self.size, self._band, d.shape[:-2]
-            real = self.dealias.dtype
-            new = lambda *shape, dtype=d.dtype: torch.empty(*lead, *shape, dtype=dtype, device=d.device)  # noqa: E731
-            space = {"spectra": new(2, band, n), "products": new(2, n, n, dtype=real),
-                     "stage": new(band, n), "decayed": new(band, n),
-                     "n1": new(band, n), "n2": new(band, n), "n3": new(band, n), "n4": new(band, n),
-                     "even": new(band, n), "odd": new(band, n),
-                     # columns beyond the band stay zero, so the c2r transform needs no padding per call
-                     "fields": torch.zeros(*lead, 2, n, n // 2 + 1, dtype=d.dtype, device=d.device)}
-            self._buffers.clear()  # one batch shape at a time: a data run uses one or two
-            self._buffers[key] = space
-        return space
+    def _write_z_hat(self, z_hat: Tensor, w: Tensor) -> None:
+        """z's spectrum from the band vorticity w (B, R, band): K ω̂ at the band modes, K(−k) conj(ω̂(k))
+        = −K(k) conj(ω̂(k)) at their mirror images (column 0 holds both signs of kx itself)."""
+        k_per_w = self._band_coef[0]
+        z_hat[..., self._rows[:, None], self._cols] = w * k_per_w
+        z_hat[..., self._mirror_rows[:, None], self._mirror_cols[1:]] = -(w[..., 1:].conj() * k_per_w[:, 1:])
 
-    def _advection(self, d: Tensor, space: dict[str, Tensor], out: Tensor) -> Tensor:
-        """(u·∇ω)^ of ω̂ = d + ω̂*, band columns only, ky-major: d (..., band, N) -> out (..., band, N)."""
-        n, band = self.size, self._band
-        spectra, fields, products = space["spectra"], space["fields"], space["products"]
-        torch.addcmul(self._laminar_fields, d.unsqueeze(-3), self._to_fields, out=spectra)
-        fields[..., :band] = torch.fft.ifft(spectra, dim=-1).mT
-        # no out= on the transforms: torch computes them into a temporary and copies it over
-        u, v = torch.fft.irfft(fields, n=n, dim=-1).unbind(-3)
-        uv, squares = products.unbind(-3)
-        torch.mul(u, v, out=uv)
-        torch.mul(u, u, out=squares).addcmul_(v, v, value=-1)
-        uv_hat, squares_hat = torch.fft.fft(torch.fft.rfft(products, dim=-1)[..., :band].mT, dim=-1).unbind(-3)
-        return torch.mul(uv_hat, self._from_uv, out=out).addcmul_(squares_hat, self._from_squares)
-
-    def _step_band(self, d: Tensor, dt: float) -> Tensor:
-        """One IF-RK4 (Lawson) step of the band deviation d; the result lives in the workspace."""
-        half, full, c_half, c_mid, c_full, b1, b23, b4 = self._coefficients_for(dt)
-        space = self._workspace(d)
-        stage, decayed = space["stage"], space["decayed"]
-        n1 = self._advection(d, space, space["n1"])
-        torch.mul(half, d, out=decayed)
-        n2 = self._advection(torch.addcmul(decayed, c_half, n1, out=stage), space, space["n2"])
-        n3 = self._advection(torch.addcmul(decayed, c_mid, n2, out=stage), space, space["n3"])
-        decayed.mul_(half)
-        n4 = self._advection(torch.addcmul(decayed, c_full, n3, out=stage), space, space["n4"])
-        out = space["odd"] if d is space["even"] else space["even"]
-        return torch.addcmul(decayed, b1, n1, out=out).addcmul_(b23, n2.add_(n3)).addcmul_(b4, n4)
+    def _stage_torch(self, y: Tensor, stage: int, real: Tensor, state: Tensor, nl: Tensor, z_hat: Tensor) -> None:
+        """kernels.ifrk4_stage with torch ops (the GPU path, and the CPU's without numba)."""
+        d, decayed = state
+        _, laminar, alpha = self._band_coef
+        mirrored = torch.mul(alpha, y[..., self._mirror_rows[:, None], self._mirror_cols]).conj_physical_()
+        v = torch.mul(alpha, y[..., self._rows[:, None], self._cols], out=nl[stage]).add_(mirrored)
+        if stage == 0:
+            s = torch.addcmul(torch.mul(real[0], d, out=decayed), real[1], v)
+        elif stage == 1:
+            s = torch.addcmul(decayed, real[2], v)
+        elif stage == 2:
+            s = torch.addcmul(decayed.mul_(real[0]), real[3], v)
+        else:
+            s = d.copy_(decayed.addcmul(real[4], nl[0]).addcmul_(real[5], nl[1] + nl[2]).addcmul_(real[6], v))
+        self._write_z_hat(z_hat, s + laminar)
 
     def advance_hat(self, w_hat: Tensor, dt: float, steps: int) -> Tensor:
         """`steps` IF-RK4 steps of length dt of ω̂ (B, X, Y//2+1)."""
-        band = self._band
-        d = (w_hat[..., :band].mT - self._laminar_band).contiguous()
-        for _ in range(steps):
-            d = self._step_band(d, dt)
-        rest = w_hat[..., band:] * torch.exp(self.linear[:, band:] * (dt * steps))
-        return torch.cat(((d + self._laminar_band).mT, rest), dim=-1)
+        rows, band = self._rows, self._band
+        real = self._coefficients_for(dt)
+        state = w_hat.new_empty((2, w_hat.shape[0], len(rows), band))  # d and its decayed copy
+        torch.sub(w_hat[:, rows, :band], self._laminar_band, out=state[0])
+        nl = w_hat.new_empty((4, *state.shape[1:]))  # the four stages' nonlinear terms
+        z_hat = w_hat.new_zeros((w_hat.shape[0], self.size, self.size))
+        self._write_z_hat(z_hat, state[0] + self._laminar_band)
+        if self._kernels is None:
+            def finish_stage(y: Tensor, stage: int) -> None:
+                self._stage_torch(y, stage, real, state, nl, z_hat)
+        else:
+            floats = [torch.view_as_real(t).numpy() for t in (self._band_coef, state, nl, z_hat)]
+            rows_numpy, real_numpy, kernel = self._rows.numpy(), real.numpy(), self._kernels.ifrk4_stage
 
-    def step_hat(self, w_hat: Tensor, dt: float) -> Tensor:
-        """One IF-RK4 step of ω̂ (B, X, Y//2+1)."""
-        return self.advance_hat(w_hat, dt, 1)
+            def finish_stage(y: Tensor, stage: int) -> None:
+                kernel(torch.view_as_real(y).numpy(), rows_numpy, floats[0], real_numpy, floats[1], floats[2],
+                       stage, floats[3])
+        for _ in range(steps):
+            for stage in range(4):
+                z = torch.fft.ifft2(z_hat)
+                finish_stage(torch.fft.fft2(z.mul_(z)), stage)
+        out = w_hat * torch.exp(self.linear * (dt * steps))
+        out[:, rows, :band] = state[0] + self._laminar_band
+        return out
 
     def substeps(self, dt: float) -> int:
         return max(1, math.ceil(dt / self.dt_max - 1e-9))
 
     def advance(self, w: Tensor, dt: float) -> Tensor:
-        """Integrate vorticity (B, X, Y) over a time `dt`, in equal substeps no longer than dt_max."""
+        """Integrate vorticity (..., X, Y) over a time `dt`, in equal substeps no longer than dt_max."""
         steps = self.substeps(dt)
         n = self.size
-        chunk = w.shape[0] if w.device.type != "cpu" or w.dim() < 3 else max(1, CPU_CHUNK_POINTS // w[0].numel())
+        flat = w.reshape(-1, n, n)
+        chunk = flat.shape[0] if w.device.type != "cpu" else max(1, CPU_CHUNK_POINTS // (n * n))
         parts = [torch.fft.irfft2(self.advance_hat(torch.fft.rfft2(part), dt / steps, steps), s=(n, n))
-                 for part in (w.split(chunk) if w.dim() >= 3 else [w])]
-        return parts[0] if len(parts) == 1 else torch.cat(parts)
+                 for part in flat.split(chunk)]
+        return (parts[0] if len(parts) == 1 else torch.cat(parts)).reshape(w.shape)
 
     def trajectory(self, w: Tensor, length: int, dt: float) -> Tensor:
         """`length` states spaced by `dt`, starting with `w`: vorticity (B, length, X, Y)."""
