@@ -13,17 +13,18 @@
     GET  /api/run/{key}/file/{path}       a file of the run (?download=1 for an attachment)
     POST /api/run/{key}/control/{cmd}     pause, resume, validate, save, stop
     GET  /api/run/{key}/annotations       the run's tags and note; POST {"tags": [...], "note": "..."} replaces them
+    POST /api/run/{key}/view              starts (or finds) `runforge view` of a voxel or splat run: {"url": ...}
     GET  /api/compare                     ?runs=a,b&metric=loss[&x=time] (overlay) or &step=N (snapshot table)
     GET  /api/hparams                     ?runs=a,b: each run's flattened config, last metrics, headline metric
 
 Reads are open on the address the server binds, and reach only files whose real
 path lies inside a run under the roots (`catalog.confined`). Control (and writing
-annotations) needs the JSON header the page sends (a cross-site form cannot), a small JSON object as
-body, an Origin (when sent) equal to this server's scheme, host and port, and the
-token when one is set (always when bound to a non-loopback address).
+annotations, and starting a 3D viewer) needs the JSON header the page sends (a cross-site form
+cannot), a small JSON object as body, an Origin (when sent) equal to this server's scheme, host
+and port, and the token when one is set (always when bound to a non-loopback address).
 
-The handlers are in routes.py, the memory of chart answers in cache.py; this
-module builds the app's state and its route table.
+The handlers are in routes.py (the 3D viewers' in viewers.py), the memory of chart answers in
+cache.py; this module builds the app's state and its route table.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 
 from ..errors import BadInputError
-from . import routes
+from . import routes, viewers
 from .cache import ChartCache
 from .catalog import Catalog
 from .routes import MAX_CONTROL_BODY, STATIC_DIR, TOKEN_HEADER, error
@@ -61,7 +62,10 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
     if app.state.warm_runs:
         threading.Thread(target=app.state.catalog.warm, args=(app.state.warm_runs,), name="runforge-warm",
                          daemon=True).start()
-    yield
+    try:
+        yield
+    finally:
+        app.state.viewers.stop_all()  # no viewer outlives the dashboard
 
 
 def create_app(roots: Sequence[str | os.PathLike[str]], *, token: str | None = None,
@@ -86,6 +90,7 @@ def create_app(roots: Sequence[str | os.PathLike[str]], *, token: str | None = N
         Route("/api/run/{key}/file/{path:path}", routes.run_file),
         Route("/api/run/{key}/control/{command}", routes.control_command, methods=["POST"]),
         Route("/api/run/{key}/annotations", routes.annotations, methods=["GET", "POST"]),
+        Route("/api/run/{key}/view", viewers.view_run, methods=["POST"]),
         Route("/api/compare", routes.compare),
         Route("/api/hparams", routes.hparams),
     ]
@@ -94,6 +99,7 @@ def create_app(roots: Sequence[str | os.PathLike[str]], *, token: str | None = N
     app.state.catalog = catalog
     app.state.warm_runs = warm_runs
     app.state.charts = ChartCache()
+    app.state.viewers = viewers.Viewers()
     app.state.token = token
     app.state.plotly_js = _plotly_js()
     app.state.index_html = (STATIC_DIR / "index.html").read_bytes()

@@ -5,6 +5,7 @@ Each handler is a plain `async def handler(request)` that takes what it needs fr
 
     catalog     the `Catalog` of runs under the served roots (every path goes through it)
     charts      the `ChartCache` of encoded metrics answers
+    viewers     the `runforge view` processes the run pages started (viewers.py)
     token       the control token, or None when control needs none
     plotly_js   the path of the installed plotly.min.js
     index_html  the page's bytes
@@ -47,7 +48,7 @@ from .media import images_by_name, run_media
 STATIC_DIR = Path(__file__).parent / "static"
 STATIC_FILES = {"style.css": "text/css", **{f"{page}.js": "text/javascript" for page in
                                             ("core", "charts", "fields", "media", "runs", "annotations", "run",
-                                             "compare", "theme", "system", "hparams", "shortcuts", "main")}}
+                                             "compare", "theme", "system", "hparams", "shortcuts", "view", "main")}}
 MAX_POINTS = 5000
 DEFAULT_POINTS = 1500
 TOKEN_HEADER = "x-runforge-token"

@@ -97,9 +97,9 @@ class Server:
             self.token = re.search(r"control token: (\S+)", token_line).group(1)
 
     def request(self, method: str, path: str, headers: dict[str, str] | None = None,
-                body: bytes | None = None) -> tuple[int, bytes, dict[str, str]]:
+                body: bytes | None = None, timeout: float = 10) -> tuple[int, bytes, dict[str, str]]:
         """One raw HTTP request: the path is sent exactly as given (no client-side normalising)."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
         try:
             conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
             all_headers = {"Host": f"127.0.0.1:{self.port}", **(headers or {})}
@@ -184,6 +184,45 @@ def chromium(profile: Path, flags: tuple[str, ...], page_load_timeout: float, br
 BROWSER_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-dev-shm-usage",
                  "--window-size=1400,1000")
+
+
+# SwiftShader: WebGL drawn on the CPU, as on a machine without a GPU (viser's 3D view needs WebGL)
+WEBGL_FLAGS = ("--headless=new", "--no-sandbox", "--disable-background-networking", "--disable-component-update",
+               "--no-first-run", "--disable-sync", "--disable-dev-shm-usage", "--window-size=900,700",
+               "--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--ignore-gpu-blocklist")
+
+
+@pytest.fixture
+def webgl_browser(tmp_path: Path) -> Any:
+    """A headless chromium that draws WebGL, for one test (a fixture: import it into the test module)."""
+    if not HAS_CHROMIUM:
+        pytest.skip(NO_CHROMIUM)
+    driver = chromium(tmp_path / "profile", WEBGL_FLAGS, 60)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def canvas_variance(driver: Any) -> float:
+    """The variance of what the page's largest canvas shows (copied through a 2D canvas); -1 without one."""
+    return driver.execute_script("""
+        const c = [...document.querySelectorAll('canvas')].sort((a, b) => b.width * b.height - a.width * a.height)[0];
+        if (!c || !c.width) return -1;
+        const o = document.createElement('canvas'); o.width = 160; o.height = 120;
+        const g = o.getContext('2d'); g.drawImage(c, 0, 0, 160, 120);
+        const d = g.getImageData(0, 0, 160, 120).data; let s = 0, s2 = 0, n = 0;
+        for (let i = 0; i < d.length; i += 4) { const v = (d[i] + d[i + 1] + d[i + 2]) / 3; s += v; s2 += v * v; n++; }
+        return s2 / n - (s / n) ** 2;""")
+
+
+def wait_for_scene(driver: Any) -> float:
+    """Waits for a viser page's canvas to draw more than a background; its `canvas_variance`."""
+    wait_for(lambda: driver.execute_script(
+        "return [...document.querySelectorAll('canvas')].some(c => c.width > 100 && c.height > 100)"),
+        90, 0.5, "viser's canvas")
+    # the scene arrives over the websocket after the page
+    return wait_for(lambda: (v := canvas_variance(driver)) > 20 and v, 120, 0.5, "the scene to be drawn on the canvas")
 
 
 @pytest.fixture

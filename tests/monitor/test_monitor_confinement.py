@@ -119,6 +119,7 @@ def _requests(key):
                                            + [("GET", f"/api/run/{key}/file/{f}?download=1") for f in files],
         "/api/run/{key}/control/{command}": [("POST", f"/api/run/{key}/control/pause")],
         "/api/run/{key}/annotations": [("GET", f"/api/run/{key}/annotations"), ("POST", f"/api/run/{key}/annotations")],
+        "/api/run/{key}/view": [("POST", f"/api/run/{key}/view")],  # no run here is a voxel or splat run: 404
         "/api/compare": [("GET", f"/api/compare?runs={key},good&metric=loss"),
                          ("GET", f"/api/compare?runs={key},good"), ("GET", f"/api/compare?runs={key},good&step=5"),
                            ("GET", f"/api/compare?runs={key},good&step=10")],

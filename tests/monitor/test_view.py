@@ -19,16 +19,12 @@ np = pytest.importorskip("numpy")
 pytest.importorskip("viser", reason="viser is not installed (pip install 'runforge[view]')")
 plyfile = pytest.importorskip("plyfile")
 
-from monitor_helpers import HAS_CHROMIUM, NO_CHROMIUM, chromium  # noqa: E402
+from monitor_helpers import canvas_variance, wait_for_scene, webgl_browser  # noqa: E402,F401  (a fixture)
 from runforge.errors import BadInputError  # noqa: E402
 from runforge.view import view_command  # noqa: E402
 from runforge.view.load import find_source, load_boxes, load_splats  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
-# SwiftShader: WebGL drawn on the CPU, as on a machine without a GPU
-CHROME_FLAGS = ("--headless=new", "--no-sandbox", "--disable-background-networking", "--disable-component-update",
-                "--no-first-run", "--disable-sync", "--disable-dev-shm-usage", "--window-size=900,700",
-                "--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--ignore-gpu-blocklist")
 URL_LINE = re.compile(r"runforge view: (http://\S+)/ ")
 
 
@@ -226,17 +222,6 @@ class Viewer:
         return self.proc.returncode
 
 
-@pytest.fixture
-def browser(tmp_path):
-    if not HAS_CHROMIUM:
-        pytest.skip(NO_CHROMIUM)
-    driver = chromium(tmp_path / "profile", CHROME_FLAGS, 60)
-    try:
-        yield driver
-    finally:
-        driver.quit()
-
-
 def _wait(predicate, timeout, what):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -255,25 +240,9 @@ def _screenshot_variance(driver, path: Path) -> float:
     return float(pixels.var(axis=(0, 1)).mean())
 
 
-def _canvas_pixels(driver) -> float:
-    # the WebGL canvas itself, copied through a 2D canvas: the variance of what the scene drew
-    return driver.execute_script("""
-        const c = [...document.querySelectorAll('canvas')].sort((a, b) => b.width * b.height - a.width * a.height)[0];
-        if (!c || !c.width) return -1;
-        const o = document.createElement('canvas'); o.width = 160; o.height = 120;
-        const g = o.getContext('2d'); g.drawImage(c, 0, 0, 160, 120);
-        const d = g.getImageData(0, 0, 160, 120).data; let s = 0, s2 = 0, n = 0;
-        for (let i = 0; i < d.length; i += 4) { const v = (d[i] + d[i + 1] + d[i + 2]) / 3; s += v; s2 += v * v; n++; }
-        return s2 / n - (s / n) ** 2;""")
-
-
 def _look(driver, url: str, shot: Path) -> float:
     driver.get(url + "/")
-    _wait(lambda: driver.execute_script(
-        "return [...document.querySelectorAll('canvas')].some(c => c.width > 100 && c.height > 100)"),
-        90, "viser's canvas")
-    # the scene arrives over the websocket after the page: wait until the canvas shows more than a background
-    variance = _wait(lambda: (v := _canvas_pixels(driver)) > 20 and v, 120, "the scene to be drawn on the canvas")
+    variance = wait_for_scene(driver)
     assert _screenshot_variance(driver, shot) > 20
     resources = driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
     host = url.split("//", 1)[1]
@@ -281,7 +250,8 @@ def _look(driver, url: str, shot: Path) -> float:
     return variance
 
 
-def test_view_a_tiny_voxel_run_and_a_ply_in_chromium(tmp_path, browser):
+def test_view_a_tiny_voxel_run_and_a_ply_in_chromium(tmp_path, webgl_browser):
+    browser = webgl_browser
     work = tmp_path / "work"
     work.mkdir()
     voxel_run = tmp_path / "runs" / "voxel-run"
@@ -312,7 +282,7 @@ def test_view_a_tiny_voxel_run_and_a_ply_in_chromium(tmp_path, browser):
         number.send_keys(Keys.CONTROL, "a")
         number.send_keys("1", Keys.ENTER)
         _wait(lambda: ("text", "step 6 (final)") in values(), 30, "the slider to show the final step")
-        assert _canvas_pixels(browser) > 20
+        assert canvas_variance(browser) > 20
     finally:
         assert viewer.stop() in (0, -signal.SIGINT)
     viewer = Viewer(ply)
@@ -331,7 +301,7 @@ def test_view_a_tiny_voxel_run_and_a_ply_in_chromium(tmp_path, browser):
         shown = _wait(lambda: browser.execute_script(
             "const e = document.getElementById('view-command'); return e && !e.hidden && e.textContent"),
             30, "the 3D view command on the run page")
-        assert shown == f"3D view: runforge view {voxel_run}"
+        assert shown.strip() == f"3D view: runforge view {voxel_run} open 3D view"
     finally:
         server.stop()
 

@@ -1,7 +1,8 @@
 // runforge dashboard, shared helpers: DOM building, the JSON API, polling, number formatting.
 // Everything a run wrote is put on the page as text (textContent / attributes), never as HTML.
-// The page scripts are classic scripts sharing one global scope, loaded in order by index.html:
-// core.js, charts.js, media.js, runs.js, run.js, compare.js, main.js.
+// The page scripts are classic scripts sharing one global scope, loaded in the order index.html
+// lists them: theme.js first (it sets the colours before the page paints), core.js, then one script
+// per part of a page, and main.js last, which picks the page from the URL.
 "use strict";
 const POLL_MS = 1000;
 const view = document.getElementById("view");
@@ -34,6 +35,19 @@ function token() {
   const fromUrl = new URLSearchParams(location.search).get("token");
   if (fromUrl) sessionStorage.setItem("runforge-token", fromUrl);
   return sessionStorage.getItem("runforge-token") || "";
+}
+
+// Headers of a request that changes something (control, viewer): asks for the token once when the
+// dashboard needs one and this tab has none.
+function writeHeaders(needsToken) {
+  const headers = { "Content-Type": "application/json" };
+  let tok = token();
+  if (needsToken && !tok) {
+    tok = prompt("Control token (printed when the dashboard started):") || "";
+    if (tok) sessionStorage.setItem("runforge-token", tok);
+  }
+  if (tok) headers["X-Runforge-Token"] = tok;
+  return headers;
 }
 
 async function api(path, options) {

@@ -45,13 +45,7 @@ function runView(key) {
 
   async function sendControl(command) {
     if (command === "stop" && !confirm("Stop this run after its current step (with a checkpoint)?")) return;
-    const headers = { "Content-Type": "application/json" };
-    let tok = token();
-    if (state.detail && state.detail.control_needs_token && !tok) {
-      tok = prompt("Control token (printed when the dashboard started):") || "";
-      if (tok) sessionStorage.setItem("runforge-token", tok);
-    }
-    if (tok) headers["X-Runforge-Token"] = tok;
+    const headers = writeHeaders(state.detail && state.detail.control_needs_token);
     try {
       const result = await api(runApi(key) + "/control/" + command, { method: "POST", headers, body: "{}" });
       msg.className = "msg";
@@ -136,7 +130,8 @@ function runView(key) {
     if (summary.resume) lines.unshift("the training process is gone; resume with: " + summary.resume);
     notes.replaceChildren(...lines.map(line => el("div", {}, line)));
     viewCommand.hidden = !detail.view_command;
-    if (detail.view_command) viewCommand.replaceChildren("3D view: ", el("code", {}, detail.view_command));
+    // view.js: the command and the button that opens the viewer
+    if (detail.view_command) showViewCommand(viewCommand, key, detail.view_command, detail.control_needs_token);
     const running = runStatus === "running";
     buttons.pause.disabled = !running || !!st.training_paused;
     buttons.resume.disabled = !running || !st.training_paused;
