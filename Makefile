@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.setup-stamp
 EXTRAS  := all,dev
 
-.PHONY: setup demo test bench gpu-check docs clean
+.PHONY: setup demo demo-sds test bench gpu-check docs clean
 
 setup: $(STAMP)
 
@@ -22,6 +22,13 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(BIN)/runforge train voxel --preset demo --out runs/voxel-demo --overwrite
 	$(BIN)/runforge show runs/voxel-demo
+
+# SDS from a ground plane with the voxel prior trained here (~10 CPU minutes, once) toward "a pond with a sand rim".
+demo-sds: setup
+	test -f runs/voxel-prior/model_index.json || $(BIN)/runforge data voxel-prior runs/voxel-prior
+	$(BIN)/runforge train voxel --preset prior_sds --prompt "a pond with a sand rim" --model_path runs/voxel-prior \
+	  --out runs/voxel-sds-demo --overwrite --no_export
+	$(BIN)/runforge show runs/voxel-sds-demo
 
 test: setup
 	$(BIN)/python -m pytest -q -n 2

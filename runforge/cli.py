@@ -32,6 +32,7 @@ from .trainers import TRAINERS
 COMMAND_MODULES = (
     "runforge.monitor.cli",
     "runforge.trainers.voxel.cli",
+    "runforge.trainers.voxel.prior.cli",
     "runforge.trainers.sr.cli",
     "runforge.trainers.splat.cli",
     "runforge.trainers.kolmogorov.cli",
@@ -209,14 +210,14 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
     table = Table(title=", ".join(args.roots))
     table.add_column("name", overflow="fold")
-    for column in ("trainer", "status", "step/max", "ETA", "best metric", "started"):
+    for column in ("trainer", "status", "step/max", "ETA", "best metric", "tags", "started"):
         table.add_column(column, justify="right" if column in ("step/max", "ETA", "best metric") else "left")
     for r in rows:
         step = "" if r["step"] is None else f"{r['step']}/{r['step_max']}" if r["step_max"] else str(r["step"])
         best = "" if r["best"] is None else f"{r['best']:.4g}"
         started = (r["created_at"] or "").replace("T", " ")[:16]
         table.add_row(escape(f"{r['name']}_{r['id']}"), escape(r["trainer"]), r["status"], step,
-                      r["eta"] or "", best, started)
+                      r["eta"] or "", best, escape(" ".join(r["tags"])), started)
     Console(width=None if sys.stdout.isatty() else 160).print(table)  # piped: whole rows, not a squeezed table
     for r in rows:
         if r.get("resume"):

@@ -12,9 +12,12 @@ from ...errors import BadInputError, ConfigError
 DEFAULT_OUT = "out_local/sds_training"
 MODEL_HINT = ("SDS needs a Stable Diffusion 1.x/2.x or SDXL model in diffusers format on disk (nothing is downloaded); "
               "on a machine with internet run e.g. `huggingface-cli download stabilityai/stable-diffusion-2-1-base "
-              "--local-dir models/sd21` and pass --model_path models/sd21, or use --guidance photometric")
+              "--local-dir models/sd21` and pass --model_path models/sd21, train the small voxel prior here with "
+              "`runforge data voxel-prior runs/voxel-prior`, or use --guidance photometric")
 
 
+PIXEL_CHANNELS = 3
+"""A diffusion UNet with this many input channels denoises RGB images: SDS runs in pixel space, without a VAE."""
 MAX_STEPS = 10**7
 MAX_RESOLUTION = 4096
 MAX_SEED = 10**9
@@ -95,9 +98,17 @@ class Config:
 
 
 def check_model_folder(model_path: Path) -> None:
-    """The folders (and their configs) `guidance.load_sds` reads, without loading any weights."""
+    """The folders (and their configs) `guidance.load_sds` reads, without loading any weights. A UNet that
+    takes RGB images (in_channels 3, e.g. `runforge data voxel-prior`'s) works in pixel space and needs no vae/."""
+    from ...run.files import read_json_object
+
+    unet_config = model_path / "unet" / "config.json"
+    pixel_space = unet_config.is_file() and (
+        read_json_object(unet_config, "UNet config", BadInputError).get("in_channels") == PIXEL_CHANNELS)
     required = {"unet": "config.json", "vae": "config.json", "scheduler": "scheduler_config.json",
                 "tokenizer": None, "text_encoder": "config.json"}
+    if pixel_space:
+        del required["vae"]
     if (model_path / "text_encoder_2").is_dir():  # SDXL
         required.update(tokenizer_2=None, text_encoder_2="config.json")
     for folder, config in required.items():
@@ -111,6 +122,10 @@ PRESETS = {
     "tiny": Config(steps=6, resolution=32, rays_per_step=0, image_every=2, save_map_every=3, log_every=2, export=False),
     "demo": Config(steps=500, init_mode="ground_plane", lr=0.1, lambda_support=0.01, temp_start=1.0, temp_end=0.3,
                    rays_per_step=8192, views_per_step=8, image_every=25, save_map_every=100, log_every=10),
+    # SDS with the pixel-space prior of `runforge data voxel-prior` (docs/voxel.md, "SDS with the voxel prior")
+    "prior_sds": Config(steps=400, init_mode="ground_plane", init_fog=0.02, resolution=32, lr=0.1, cfg_scale=30,
+                        t_min=0.3, t_max_start=0.95, t_max_end=0.7, lambda_support=0.01, temp_start=1.0,
+                        temp_end=0.3, image_every=50, save_map_every=100, log_every=10),
 }
 
 

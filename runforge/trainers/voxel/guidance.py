@@ -3,7 +3,7 @@
     photometric = Photometric(dataset_dir, cameras, size, block_size, device)
     loss = photometric.loss(volume, camera_position, generator, rays=4096)
 
-    sds = load_sds(model_path, prompt, device)           # SD 1.x/2.x or SDXL in diffusers format
+    sds = load_sds(model_path, prompt, device)           # SD 1.x/2.x, SDXL, or a pixel-space voxel prior (no vae/)
     loss = sds.loss(rgb_image, progress, generator)      # surrogate: d loss / d latents = w(t) (eps_cfg - eps)
 """
 
@@ -162,6 +162,9 @@ class TextCondition:
 class SDS:
     """Score Distillation Sampling (DreamFusion) with a diffusers UNet, VAE and DDPM-style scheduler.
 
+    Without a VAE (`vae=None`: a pixel-space model such as `runforge data voxel-prior`'s) the "latents" are
+    the image itself in -1..1 at the UNet's `sample_size`.
+
     w(t) = 1 - alpha_bar(t) (DreamFusion's weighting); t ~ U[t_min, t_max(progress)], t_max
     annealing from coarse (large t) to fine; classifier-free guidance with `cfg_scale`; the
     gradient w(t) (eps_cfg - eps) is clamped to +-grad_clip and applied through the surrogate
@@ -170,18 +173,18 @@ class SDS:
 
     name = "sds"
 
-    def __init__(self, unet: Any, vae: Any, scheduler: Any, text: TextCondition, *, cfg_scale: float = 7.5,
+    def __init__(self, unet: Any, vae: Any | None, scheduler: Any, text: TextCondition, *, cfg_scale: float = 7.5,
                  t_min: float = 0.02, t_max_start: float = 0.98, t_max_end: float = 0.5, grad_clip: float = 1.0) -> None:
         self.unet, self.vae, self.scheduler, self.text = unet, vae, scheduler, text
-        for module in (unet, vae):
+        for module in (unet, vae) if vae is not None else (unet,):
             module.requires_grad_(False)
             module.eval()
         self.cfg_scale, self.grad_clip = cfg_scale, grad_clip
         self.t_min, self.t_max_start, self.t_max_end = t_min, t_max_start, t_max_end
         self.num_timesteps = int(scheduler.config.num_train_timesteps)
         self.alphas_cumprod = scheduler.alphas_cumprod.to(torch.float32)
-        self.image_size = int(vae.config.sample_size)
-        self.scaling = float(getattr(vae.config, "scaling_factor", 0.18215))
+        self.image_size = int((unet if vae is None else vae).config.sample_size)
+        self.scaling = 1.0 if vae is None else float(getattr(vae.config, "scaling_factor", 0.18215))
 
     def timestep_range(self, progress: float) -> tuple[int, int]:
         t_max = self.t_max_start + (self.t_max_end - self.t_max_start) * progress
@@ -190,11 +193,14 @@ class SDS:
 
     def loss(self, rgb: torch.Tensor, progress: float, generator: torch.Generator) -> torch.Tensor:
         """`rgb` (H, W, 3) in 0..1; `progress` in 0..1 along training."""
-        dtype = next(self.vae.parameters()).dtype
+        dtype = next(self.unet.parameters()).dtype
         device = rgb.device
         image = rgb.permute(2, 0, 1)[None] * 2 - 1
         image = F.interpolate(image, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
-        latents = self.vae.encode(image.to(dtype)).latent_dist.mean * self.scaling  # (1, 4, h, w)
+        if self.vae is None:
+            latents = image.to(dtype)  # (1, 3, h, w)
+        else:
+            latents = self.vae.encode(image.to(dtype)).latent_dist.mean * self.scaling  # (1, 4, h, w)
         low, high = self.timestep_range(progress)
         t = torch.randint(low, high, (1,), generator=generator).to(device)
         noise = torch.randn(latents.shape, generator=generator).to(device, latents.dtype)
@@ -217,7 +223,7 @@ class SDS:
         return 0.5 * F.mse_loss(latents.float(), target.float(), reduction="sum")
 
 
-def _encode_prompt(tokenizer: Any, encoder: Any, prompt: str, device: torch.device, penultimate: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+def encode_prompt(tokenizer: Any, encoder: Any, prompt: str, device: torch.device, penultimate: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     tokens = tokenizer(prompt, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
                        return_tensors="pt").input_ids.to(device)
     with torch.no_grad():
@@ -228,8 +234,9 @@ def _encode_prompt(tokenizer: Any, encoder: Any, prompt: str, device: torch.devi
 
 
 def load_sds(model_path: Path, prompt: str, device: torch.device, **options: Any) -> SDS:
-    """Load a diffusers folder (never downloading): UNet, VAE, scheduler, tokenizer(s) and text encoder(s)."""
-    from .config import check_model_folder
+    """Load a diffusers folder (never downloading): UNet, VAE (none: pixel space), scheduler, tokenizer(s) and
+    text encoder(s)."""
+    from .config import PIXEL_CHANNELS, check_model_folder
 
     model_path = Path(model_path)
     check_model_folder(model_path)
@@ -240,14 +247,15 @@ def load_sds(model_path: Path, prompt: str, device: torch.device, **options: Any
     local = {"local_files_only": True}
     try:
         unet = UNet2DConditionModel.from_pretrained(model_path, subfolder="unet", torch_dtype=dtype, **local).to(device)
-        vae = AutoencoderKL.from_pretrained(model_path, subfolder="vae", torch_dtype=dtype, **local).to(device)
+        vae = (None if unet.config.in_channels == PIXEL_CHANNELS else
+               AutoencoderKL.from_pretrained(model_path, subfolder="vae", torch_dtype=dtype, **local).to(device))
         scheduler = DDPMScheduler.from_pretrained(model_path, subfolder="scheduler", **local)
         sdxl = (model_path / "text_encoder_2").is_dir()
         tokenizer = CLIPTokenizer.from_pretrained(model_path, subfolder="tokenizer", **local)
         encoder = CLIPTextModel.from_pretrained(model_path, subfolder="text_encoder", torch_dtype=dtype, **local).to(device)
         if not sdxl:
-            cond, _ = _encode_prompt(tokenizer, encoder, prompt, device, False)
-            uncond, _ = _encode_prompt(tokenizer, encoder, "", device, False)
+            cond, _ = encode_prompt(tokenizer, encoder, prompt, device, False)
+            uncond, _ = encode_prompt(tokenizer, encoder, "", device, False)
             text = TextCondition(cond, uncond)
         else:
             tokenizer_2 = CLIPTokenizer.from_pretrained(model_path, subfolder="tokenizer_2", **local)
@@ -255,10 +263,10 @@ def load_sds(model_path: Path, prompt: str, device: torch.device, **options: Any
                                                                     torch_dtype=dtype, **local).to(device)
             parts = []
             for p in (prompt, ""):
-                hidden_1, _ = _encode_prompt(tokenizer, encoder, p, device, True)
-                hidden_2, pooled = _encode_prompt(tokenizer_2, encoder_2, p, device, True)
+                hidden_1, _ = encode_prompt(tokenizer, encoder, p, device, True)
+                hidden_2, pooled = encode_prompt(tokenizer_2, encoder_2, p, device, True)
                 parts.append((torch.cat([hidden_1, hidden_2], dim=-1), pooled))
-            size = int(vae.config.sample_size)
+            size = int((unet if vae is None else vae).config.sample_size)
             time_ids = torch.tensor([[size, size, 0, 0, size, size]], dtype=dtype, device=device)
             text = TextCondition(parts[0][0], parts[1][0], (parts[0][1], parts[1][1]), time_ids)
     except (OSError, ValueError, json.JSONDecodeError) as exc:
