@@ -17,6 +17,10 @@ element of a list of numbers), checked for flags, config files and presets alike
 A config file's values must have their JSON type (`"5"` is not an integer).
 Unknown flags, unknown config-file keys and values of the wrong type or out of
 range are `ConfigError`s: one line, exit 2.
+
+A class attribute `FLAG_ALIASES = {"result_dir": "out"}` (a `ClassVar`, not a field) gives a flag of the
+command another name, for users of the trainer's upstream: `--result_dir X` is `--out X`, and giving both
+is an error (exit 2). Only flags the parser has get an alias.
 """
 
 from __future__ import annotations
@@ -184,6 +188,13 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         else:
             group.add_argument(f"--{field.name}", dest=field.name, metavar=type_name(tp), default=argparse.SUPPRESS,
                                help=f"{help_text} (default: {shown})")
+    if isinstance(parser, OneLineParser):
+        for alias, target in getattr(cls, "FLAG_ALIASES", {}).items():
+            action = parser._option_string_actions.get(f"--{target}")  # argparse has no public lookup
+            if action is not None:
+                group.add_argument(f"--{alias}", dest=alias, metavar=action.metavar, default=argparse.SUPPRESS,
+                                   help=f"the same as --{target}")
+                parser.flag_aliases[alias] = (target, action.dest)
 
 
 def build_from_args(cls: type[T], args: argparse.Namespace, base: T | None = None) -> T:
@@ -266,7 +277,21 @@ def markdown_table(cls: type) -> str:
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """argparse with one-line errors: `runforge train voxel: error: ... (see --help)`, exit 2."""
+    """argparse with one-line errors: `runforge train voxel: error: ... (see --help)`, exit 2; and the config's
+    FLAG_ALIASES (`add_config_arguments` registers them) folded into their flag's value after parsing."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.flag_aliases: dict[str, tuple[str, str]] = {}  # alias -> (its flag, the flag's dest)
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> tuple[argparse.Namespace, list[str]]:
+        parsed, rest = super().parse_known_args(args, namespace)
+        for alias, (target, dest) in self.flag_aliases.items():
+            if alias in vars(parsed):
+                if getattr(parsed, dest, None) != self.get_default(dest):
+                    self.error(f"--{alias} is another name for --{target}: give one of them")
+                setattr(parsed, dest, vars(parsed).pop(alias))
+        return parsed, rest
 
     def error(self, message: str) -> typing.NoReturn:
         sys.stderr.write(f"{self.prog}: error: {message} (see --help)\n")

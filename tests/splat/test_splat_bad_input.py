@@ -96,6 +96,10 @@ CASES: list[tuple[str, Callable[[Path], Any], list[Any], list[str]]] = [
     ("tile-size-zero", _nothing, [*TRAIN, "--tile_size", "0"], ["--tile_size", ">= 1"]),
     ("traj-frames-huge", _nothing, [*TRAIN, "--traj_frames", "100000000"], ["--traj_frames", "<="]),
     ("seed-negative", _nothing, [*TRAIN, "--seed", "-1"], ["--seed", ">= 0"]),
+    ("result-dir-and-out", _nothing, [*TRAIN, "--out", "new", "--result_dir", "new"],
+     ["--result_dir is another name for --out", "give one of them"]),
+    ("out-after-result-dir", _nothing, [*TRAIN, "--result_dir", "new", "--out", "other"],
+     ["--result_dir is another name for --out"]),
     ("config-noise-lr-nan", lambda w: write_file(w / "c.json", '{"noise_lr": NaN}'), [*TRAIN, "--config", "c.json"],
      ["c.json", "noise_lr", "finite"]),
     # the machine

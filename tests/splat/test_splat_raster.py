@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -183,6 +185,7 @@ def test_numba_and_torch_paths_agree_in_float32(monkeypatch: pytest.MonkeyPatch)
 @pytest.mark.parametrize("tile_size", [4, 8, 16])
 def test_counting_sort_bins_equal_the_torch_bins(tile_size: int) -> None:
     params = [p.float() for p in scene(n=40, seed=2)]
+    params[0][:3, 2] = -5.0  # behind the camera: culled
     view, K = camera(torch.float32)
     p = R.project(params[0], R.covariances(params[1], params[2]), params[3], view[0], K[0], W, H)
     vis = torch.nonzero(p.radii > 0).squeeze(1)
@@ -191,3 +194,69 @@ def test_counting_sort_bins_equal_the_torch_bins(tile_size: int) -> None:
     assert torch.equal(want.counts, got.counts) and torch.equal(want.offsets, got.offsets)
     # within a tile, equal depths may come in either order; the torch sort is stable on argsort's order
     assert torch.equal(want.ids, got.ids)
+    # given every Gaussian, the kernel leaves the culled ones out: the same lists, in the unfiltered numbering
+    unfiltered = R._bin_tiles_numba(p.means2d.detach(), p.radii, p.depths.detach(), W, H, tile_size)
+    assert (p.radii == 0).sum() > 0 and torch.equal(unfiltered.counts, want.counts)
+    assert torch.equal(unfiltered.ids, vis[want.ids])
+
+
+@pytest.mark.skipif(not _kernels_available(), reason="numba is not installed")
+def test_numba_projection_matches_the_torch_projection() -> None:
+    """The fused projection kernel against `project` in float64: same means2d, conics, depths and radii, and the
+    gradients of means2d and conics to means, quaternions and scales, culled Gaussians getting none."""
+    means, quats, scales, opacities, _ = scene(n=30, seed=11)
+    means = means.clone()
+    means[0] = torch.tensor([0.0, 0.0, -5.0], dtype=torch.float64)  # behind the camera
+    means[1] = torch.tensor([2.2, 0.3, 0.5], dtype=torch.float64)  # beyond the frustum's side: tangent point clamped
+    view, K = camera()
+    w2 = torch.randn(30, 2, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    w3 = torch.randn(30, 3, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+
+    def run(dtype: torch.dtype, fused: bool) -> tuple[Any, list[torch.Tensor]]:
+        ps = [p.to(dtype).clone().requires_grad_() for p in (means, quats, scales)]
+        o = opacities.to(dtype)
+        if fused:
+            p = R._project_numba(*ps, o, view[0].to(dtype), K[0].to(dtype), W, H, 0.01, 1e10, 0.3)
+        else:
+            p = R.project(ps[0], R.covariances(ps[1], ps[2]), o, view[0].to(dtype), K[0].to(dtype), W, H)
+        vis = (p.radii > 0).to(dtype)[:, None]  # the compositing only ever sends gradients to visible ones
+        ((p.means2d * w2.to(dtype) * vis).sum() + (p.conics * w3.to(dtype) * vis).sum()).backward()
+        return p, [x.grad.double() for x in ps]
+
+    want, want_grads = run(torch.float64, fused=False)
+    got, got_grads = run(torch.float32, fused=True)
+    assert want.radii[0] == 0 and want.radii[1] > 0 and (want.radii > 0).sum() > 20
+    assert torch.equal(got.radii.double(), want.radii)
+    torch.testing.assert_close(got.means2d.double(), want.means2d.detach(), atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(got.conics.double(), want.conics.detach(), atol=1e-6, rtol=1e-4)
+    torch.testing.assert_close(got.depths.double(), want.depths.detach(), atol=1e-6, rtol=1e-6)
+    for which, (g, w) in enumerate(zip(got_grads, want_grads)):
+        assert g[0].abs().sum() == 0, f"parameter {which}: a culled Gaussian got a gradient"
+        torch.testing.assert_close(g, w, atol=1e-4 * float(w.abs().max()), rtol=1e-3, msg=f"parameter {which}")
+
+
+@pytest.mark.skipif(not _kernels_available(), reason="numba is not installed")
+@pytest.mark.parametrize("shape", [(1, 3, 40, 56), (2, 3, 17, 12), (1, 1, 7, 30)])
+def test_numba_ssim_matches_the_shared_ssim_and_its_gradient(shape: tuple[int, ...]) -> None:
+    """The training loss's SSIM kernels against runforge.trainers.common.ssim (value and gradient), also for
+    images under the 11-pixel window and batches of two."""
+    from runforge.trainers.common import ssim as reference
+    from runforge.trainers.splat.losses import ssim
+
+    g = torch.Generator().manual_seed(sum(shape))
+    target = torch.rand(shape, generator=g)
+    render = (target + 0.2 * torch.randn(shape, generator=g)).clamp(0, 1)
+    weights = torch.rand(shape[0], generator=g) + 0.5
+
+    def value_and_grad(fn: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        x = render.clone().requires_grad_()
+        value = fn(x, target)
+        (value * weights).sum().backward()
+        return value.detach(), x.grad
+
+    assert type(ssim(render.clone().requires_grad_(), target).grad_fn).__name__ == "_SSIMNumbaBackward"
+    got, got_grad = value_and_grad(ssim)
+    want, want_grad = value_and_grad(reference)
+    assert got.shape == (shape[0],)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    torch.testing.assert_close(got_grad, want_grad, atol=1e-6 * float(want_grad.abs().max()) + 1e-9, rtol=1e-3)

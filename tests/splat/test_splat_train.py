@@ -47,6 +47,7 @@ def test_output_tree_matches_the_spec(trained: Path) -> None:
         "ckpts/ckpt_3_rank0.pt", "ckpts/ckpt_7_rank0.pt", "ckpts/index_rank0.json",
         "stats/train_step3_rank0.json", "stats/train_step7_rank0.json", "stats/val_step7.json",
         "renders/val_step7/000.png", "renders/val_step7/001.png",  # images 0 and 8 of 9 are held out
+        "renders/val_metrics_step7.json",
         "renders/traj_interp_step7.mp4", "ply/point_cloud_7.ply",
     }
     assert any(n.startswith("tb/events.out.tfevents") for n in files(trained))
@@ -56,6 +57,9 @@ def test_output_tree_matches_the_spec(trained: Path) -> None:
     assert json.loads((trained / "run.json").read_text())["snapshot_groups"]["validation"] == [
         "psnr", "ssim", "lpips", "ellipse_time", "num_GS"]
     assert val["lpips"] is None and 5 < val["psnr"] < 60 and 0 < val["ssim"] <= 1
+    # the seed's metrics file: gsplat's figures, lpips left out when there are no weights to compute it
+    metrics = json.loads((trained / "renders" / "val_metrics_step7.json").read_text())
+    assert metrics == {k: val[k] for k in ("psnr", "ssim", "ellipse_time", "num_GS")}
     train_stats = json.loads((trained / "stats" / "train_step7_rank0.json").read_text())
     assert train_stats["num_GS"] == val["num_GS"] > 0
     from PIL import Image
@@ -170,6 +174,20 @@ def test_mcmc_strategy_trains_and_grows(scene: Path, tmp_path: Path) -> None:
     assert n > 140  # grew 5 % per refine from the SfM points
     (state,) = ckpt["optimizers"]["means"]["state"].values()
     assert state["exp_avg"].shape == (n, 3)
+
+
+def test_result_dir_is_out(scene: Path, tmp_path: Path) -> None:
+    """gsplat's --result_dir names the run folder as --out does (giving both: test_splat_bad_input)."""
+    from runforge.cli import trainer_parser
+    from runforge.trainers.splat import config
+
+    parser = trainer_parser("splat", config)
+    assert parser.parse_args(["--result_dir", "X"]) == parser.parse_args(["--out", "X"])
+    out = tmp_path / "gsplat_style"
+    assert main(["train", "splat", "--preset", "tiny", "--data_dir", str(scene), "--result_dir", str(out),
+                 "--max_steps", "2", "--traj_frames", "0", "--progress", "off"]) == 0
+    assert json.loads((out / "run.json").read_text())["trainer"] == "splat"
+    assert (out / "ckpts" / "ckpt_1_rank0.pt").is_file()
 
 
 def test_help_lists_the_flags(capsys: pytest.CaptureFixture[str]) -> None:

@@ -6,6 +6,7 @@
     torchrun --standalone --nproc_per_node 2 -m runforge train splat --preset cpu --data_dir ... --out ...
 
 Modules: config (flags), colmap (scene loading), scene (synthetic scenes), raster (the CPU
-rasterizer), backend (CPU or gsplat), splats (parameters, optimizers, PLY), strategy
-(default/mcmc densification), evaluation (metrics, trajectories), train (the loop).
+rasterizer), kernels (its numba kernels), losses (the training loss's SSIM), backend (CPU or
+gsplat), splats (parameters, optimizers, PLY), strategy (default/mcmc densification), evaluation
+(metrics, trajectories), train (the loop).
 """

@@ -21,9 +21,11 @@ each chunk and accumulates the analytic gradients for means2d, conics,
 opacities and colours, so memory stays at one chunk instead of the whole
 per-pixel history autograd would keep. Steps 1-3 are ordinary autograd.
 
-With numba and float32 CPU tensors, steps 3-4 run as the kernels of `kernels.py` instead (a counting
-sort for the bins; per-pixel compositing, `_CompositeNumba`); this torch path stays the reference and
-the fallback (float64, other devices, `RUNFORGE_SPLAT_KERNEL=torch`).
+With numba and float32 CPU tensors, steps 1 (not anti-aliased, cameras without gradients; the SH colours
+stay in torch) and 3-4 run as the kernels of `kernels.py` instead (a fused projection with its analytic
+backward, `_ProjectNumba`; a counting sort for the bins; compositing over each Gaussian's footprint,
+`_CompositeNumba`); this torch path stays the reference and the fallback (float64, other devices,
+`RUNFORGE_SPLAT_KERNEL=torch`).
 """
 
 from __future__ import annotations
@@ -174,7 +176,8 @@ def bin_tiles(means2d: Tensor, radii: Tensor, depths: Tensor, width: int, height
 
 def _bin_tiles_numba(means2d: Tensor, radii: Tensor, depths: Tensor, width: int, height: int,
                      tile_size: int) -> TileBins:
-    """`bin_tiles` by a counting sort in `kernels.py`: the same lists, without sorting every intersection."""
+    """`bin_tiles` by a counting sort in `kernels.py`: the same lists, without sorting every intersection.
+    Gaussians of radius 0 are left out (so callers need not gather the visible ones first)."""
     from . import kernels
 
     tiles_x, tiles_y = math.ceil(width / tile_size), math.ceil(height / tile_size)
@@ -361,11 +364,55 @@ class _CompositeNumba(torch.autograd.Function):
                                    height, T.numpy(), last.numpy(), grad_color.float().contiguous().numpy(),
                                    grad_alpha[..., 0].float().contiguous().numpy(), g_isect.numpy())
         n = ctx.args[0].shape[0]
-        g = torch.zeros(n, 6 + channels, dtype=torch.float32).index_add_(0, bins.ids, g_isect)
+        g = torch.from_numpy(kernels.sum_rows(ctx.bin_args[2], g_isect.numpy(), n))
         return g[:, 0:2], g[:, 2:5], g[:, 5], g[:, 6:], None, None, None, None
 
 
-def _numba_ok(*tensors: Tensor) -> bool:
+class _ProjectNumba(torch.autograd.Function):
+    """`project` (not anti-aliased) by the fused kernels of `kernels.py`, from quaternions and scales directly:
+    means2d and conics carry gradients to means, quats and scales; depths and radii carry none."""
+
+    @staticmethod
+    def forward(ctx: Any, means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, viewmat: Tensor, K: Tensor,
+                width: int, height: int, near_plane: float, far_plane: float,
+                eps2d: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        from . import kernels
+
+        kernels.set_threads(torch.get_num_threads())
+        n = means.shape[0]
+        means2d, conics = torch.empty(n, 2), torch.empty(n, 3)
+        depths, radii = torch.empty(n), torch.empty(n)
+        arrays = [x.detach().contiguous().numpy() for x in (means, quats, scales, opacities, viewmat, K)]
+        kernels.project_forward(*arrays, width, height, near_plane, far_plane, eps2d, means2d.numpy(), conics.numpy(),
+                                depths.numpy(), radii.numpy())
+        ctx.arrays, ctx.size, ctx.eps2d = arrays, (width, height), eps2d
+        ctx.save_for_backward(radii)
+        ctx.mark_non_differentiable(depths, radii)
+        return means2d, conics, depths, radii
+
+    @staticmethod
+    def backward(ctx: Any, v_means2d: Tensor, v_conics: Tensor, _depths: Any, _radii: Any) -> tuple[Any, ...]:
+        from . import kernels
+
+        (radii,) = ctx.saved_tensors
+        means, quats, scales, _, viewmat, K = ctx.arrays
+        n = means.shape[0]
+        v_means, v_quats, v_scales = torch.zeros(n, 3), torch.zeros(n, 4), torch.zeros(n, 3)
+        kernels.set_threads(torch.get_num_threads())
+        kernels.project_backward(means, quats, scales, viewmat, K, *ctx.size, ctx.eps2d, radii.numpy(),
+                                 v_means2d.contiguous().numpy(), v_conics.contiguous().numpy(), v_means.numpy(),
+                                 v_quats.numpy(), v_scales.numpy())
+        return v_means, v_quats, v_scales, None, None, None, None, None, None, None, None
+
+
+def _project_numba(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, viewmat: Tensor, K: Tensor,
+                   width: int, height: int, near_plane: float, far_plane: float, eps2d: float) -> Projection:
+    means2d, conics, depths, radii = _ProjectNumba.apply(means, quats, scales, opacities, viewmat, K, width, height,
+                                                         near_plane, far_plane, eps2d)
+    return Projection(means2d, conics, depths, radii, opacities)
+
+
+def numba_ok(*tensors: Tensor) -> bool:
     """The kernels take float32 CPU tensors; RUNFORGE_SPLAT_KERNEL=torch forces the torch path."""
     import os
 
@@ -383,13 +430,12 @@ def composite(means2d: Tensor, conics: Tensor, opacities: Tensor, colors: Tensor
     channels = colors.shape[-1]
     if background is None:
         background = torch.zeros(channels, dtype=colors.dtype, device=colors.device)
+    if numba_ok(means2d, conics, opacities, colors, background):
+        # the kernels take every Gaussian and skip the culled ones: no gathers, no scatters of the gradients
+        bins = _bin_tiles_numba(means2d.detach(), radii, depths.detach(), width, height, tile_size)
+        return _CompositeNumba.apply(means2d, conics, opacities, colors, background.detach(), bins, width, height)
     vis = torch.nonzero(radii > 0).squeeze(1)
-    if not _numba_ok(means2d, conics, opacities, colors, background):
-        bins = bin_tiles(means2d.detach()[vis], radii[vis], depths.detach()[vis], width, height, tile_size)
-    if _numba_ok(means2d, conics, opacities, colors, background):
-        bins = _bin_tiles_numba(means2d.detach()[vis], radii[vis], depths.detach()[vis], width, height, tile_size)
-        return _CompositeNumba.apply(means2d[vis], conics[vis], opacities[vis], colors[vis], background.detach(),
-                                     bins, width, height)
+    bins = bin_tiles(means2d.detach()[vis], radii[vis], depths.detach()[vis], width, height, tile_size)
     color, alpha = _Composite.apply(means2d[vis], conics[vis], opacities[vis], colors[vis], background.detach(),
                                     bins, chunk)
     return color[:height, :width], alpha[:height, :width]
@@ -410,9 +456,13 @@ def rasterize(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, s
         colors [C, H, W, 3], alphas [C, H, W, 1], and info with `means2d` [C, N, 2] (retains its
         gradient for densification), `radii` [C, N], `depths` [C, N], `width`, `height`, `n_cameras`.
     """
-    covars = covariances(quats, scales)
-    projections = [project(means, covars, opacities, viewmats[i], Ks[i], width, height, near_plane, far_plane, eps2d,
-                           antialiased) for i in range(viewmats.shape[0])]
+    if not antialiased and not viewmats.requires_grad and numba_ok(means, quats, scales, opacities, viewmats, Ks):
+        projections = [_project_numba(means, quats, scales, opacities, viewmats[i], Ks[i], width, height,
+                                      near_plane, far_plane, eps2d) for i in range(viewmats.shape[0])]
+    else:
+        covars = covariances(quats, scales)
+        projections = [project(means, covars, opacities, viewmats[i], Ks[i], width, height, near_plane, far_plane,
+                               eps2d, antialiased) for i in range(viewmats.shape[0])]
     means2d = torch.stack([p.means2d for p in projections])  # [C, N, 2]
     if means2d.requires_grad:
         means2d.retain_grad()  # the default strategy reads its gradient after backward

@@ -12,6 +12,7 @@ What lands in the run directory (besides the run layer's files):
     ckpts/ckpt_{step}_rank{rank}.pt          splats + optimizers + strategy + scheduler + RNG: --resume continues exactly
     stats/train_step{step}_rank{rank}.json   mem, elapsed time, num_GS at save steps
     stats/val_step{step}.json                psnr, ssim, lpips (null without --lpips_weights), ellipse_time, num_GS
+    renders/val_metrics_step{step}.json      the same figures (lpips left out without --lpips_weights)
     renders/val_step{step}/{i:03d}.png       ground truth | render
     renders/traj_{path}_step{step}.mp4       trajectory video
     ply/point_cloud_{step}.ply               standard 3DGS PLY
@@ -32,15 +33,15 @@ from ...config import to_dict
 from ...errors import BadInputError
 from ...run import Run
 from ...run.files import write_json
-from ...run.layout import SNAPSHOT_DIR
+from ...run.layout import RENDERS_DIR, SNAPSHOT_DIR
 from ...run.system import cuda_peak_gb
 from ..common import cpu_state, torch_load, write_png
-from ..common import ssim as ssim_batch
 from ..state_checks import adam_state, generator_state, integer, tensor
 from .backend import choose_backend, render
 from .colmap import Parser
 from .config import MAX_STEPS, Config
 from .evaluation import LPIPS, describe, psnr, ssim, to_uint8, trajectory, write_mp4
+from .losses import ssim as ssim_loss
 from .splats import PARAM_NAMES, create_splats_with_optimizers, write_ply
 from .strategy import DefaultStrategy, MCMCStrategy, Strategy, binomial_table
 
@@ -235,7 +236,7 @@ def evaluate(cfg: Config, run: Run, parser: Parser, splats: torch.nn.ParameterDi
                                   cfg.tile_size, cfg.chunk, cfg.antialiased)
             elapsed += time.perf_counter() - t0
             colors = colors.clamp(0, 1)
-            write_png(run.dir / "renders" / f"val_step{step}" / f"{i:03d}.png",
+            write_png(run.dir / RENDERS_DIR / f"val_step{step}" / f"{i:03d}.png",
                       to_uint8(torch.cat([pixels[0], colors[0]], 1)))
             pred, gt = colors.permute(0, 3, 1, 2), pixels.permute(0, 3, 1, 2)
             scores["psnr"].append(psnr(pred, gt))
@@ -248,6 +249,8 @@ def evaluate(cfg: Config, run: Run, parser: Parser, splats: torch.nn.ParameterDi
              "lpips": float(np.mean(scores["lpips"])) if scores["lpips"] else None,
              "ellipse_time": elapsed / n, "num_GS": int(splats["means"].shape[0])}
     run.snapshot(step, stats)
+    # the seed's metrics file beside the renders; lpips only when it was computed (--lpips_weights)
+    write_json(run.dir / RENDERS_DIR / f"val_metrics_step{step}.json", {k: v for k, v in stats.items() if v is not None})
     run.log(step, {"val": {k: v for k, v in stats.items() if v is not None}})
     run.event(f"step {step} validation ({len(parser.val_indices)} images): {describe(stats)}", console=True)
     return stats
@@ -267,7 +270,7 @@ def render_trajectory(cfg: Config, run: Run, parser: Parser, splats: torch.nn.Pa
         colors, _, _ = render(backend, splats, viewmat, K, W, H, cfg.sh_degree, cfg.near_plane, cfg.far_plane,
                               cfg.tile_size, cfg.chunk, cfg.antialiased)
         frames.append(to_uint8(colors[0]))
-    path = write_mp4(run.dir / "renders" / f"traj_{cfg.render_traj_path}_step{step}.mp4", frames, cfg.traj_fps)
+    path = write_mp4(run.dir / RENDERS_DIR / f"traj_{cfg.render_traj_path}_step{step}.mp4", frames, cfg.traj_fps)
     run.event(f"trajectory video: {path.relative_to(run.dir)}")
 
 
@@ -342,7 +345,7 @@ def train(cfg: Config, run: Run) -> None:
         strategy.step_pre_backward(splats, optimizers, strategy_state, step, info)
 
         l1 = F.l1_loss(colors, pixels)
-        ssim_value = ssim_batch(colors.permute(0, 3, 1, 2), pixels.permute(0, 3, 1, 2)).mean()
+        ssim_value = ssim_loss(colors.permute(0, 3, 1, 2), pixels.permute(0, 3, 1, 2)).mean()
         loss = (1.0 - cfg.ssim_lambda) * l1 + cfg.ssim_lambda * (1.0 - ssim_value)
         if cfg.opacity_reg > 0:
             loss = loss + cfg.opacity_reg * torch.sigmoid(splats["opacities"]).mean()
