@@ -123,7 +123,7 @@ PRESETS = {
     "demo": Config(steps=500, init_mode="ground_plane", lr=0.1, lambda_support=0.01, temp_start=1.0, temp_end=0.3,
                    rays_per_step=8192, views_per_step=8, image_every=25, save_map_every=100, log_every=10),
     # SDS with the pixel-space prior of `runforge data voxel-prior` (docs/voxel.md, "SDS with the voxel prior")
-    "prior_sds": Config(steps=400, init_mode="ground_plane", init_fog=0.02, resolution=32, lr=0.1, cfg_scale=30,
+    "prior_sds": Config(steps=400, init_mode="ground_plane", init_fog=0.02, resolution=32, lr=0.1, cfg_scale=7.5,
                         t_min=0.3, t_max_start=0.95, t_max_end=0.7, lambda_support=0.01, temp_start=1.0,
                         temp_end=0.3, image_every=50, save_map_every=100, log_every=10),
 }
