@@ -291,7 +291,16 @@ class OneLineParser(argparse.ArgumentParser):
                 if getattr(parsed, dest, None) != self.get_default(dest):
                     self.error(f"--{alias} is another name for --{target}: give one of them")
                 setattr(parsed, dest, vars(parsed).pop(alias))
+                self._check_exclusive(alias, dest, parsed)
         return parsed, rest
+
+    def _check_exclusive(self, alias: str, dest: str, parsed: argparse.Namespace) -> None:
+        """argparse checks a mutually exclusive group while parsing, before an alias becomes its flag."""
+        for group in self._mutually_exclusive_groups:
+            if any(action.dest == dest for action in group._group_actions):
+                for action in group._group_actions:
+                    if action.dest != dest and getattr(parsed, action.dest, None) != self.get_default(action.dest):
+                        self.error(f"argument --{alias}: not allowed with argument {action.option_strings[0]}")
 
     def error(self, message: str) -> typing.NoReturn:
         sys.stderr.write(f"{self.prog}: error: {message} (see --help)\n")

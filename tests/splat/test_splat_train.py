@@ -190,6 +190,19 @@ def test_result_dir_is_out(scene: Path, tmp_path: Path) -> None:
     assert (out / "ckpts" / "ckpt_1_rank0.pt").is_file()
 
 
+def test_rerun_refuses_result_dir_with_root_as_it_refuses_out_with_root() -> None:
+    from runforge.config import ConfigError
+    from runforge.sweep.rerun import rerun_parser
+    from runforge.trainers.splat import config
+
+    parser = rerun_parser("splat", config)
+    assert parser.parse_args(["--result_dir", "X"]).out == "X"
+    for flags in (["--out", "X", "--root", "R"], ["--result_dir", "X", "--root", "R"], ["--root", "R", "--result_dir", "X"]):
+        with pytest.raises(ConfigError, match="not allowed with argument") as refused:
+            parser.parse_args(flags)
+        assert {flags[0], flags[2]} <= set(str(refused.value).replace(":", " ").split())
+
+
 def test_help_lists_the_flags(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "splat", "--help"])
