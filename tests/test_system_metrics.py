@@ -72,9 +72,10 @@ def test_a_system_jsonl_that_cannot_be_written_is_a_warning_and_the_heartbeat_go
         events = tmp_dir / "r" / "events.log"
         warning = "Failed to save system.jsonl, no more system samples"
         wait_for(lambda: warning in events.read_text(), what="the warning")
-        first = json.loads((tmp_dir / "r" / "status.json").read_text())["last_update_time"]
-        wait_for(lambda: json.loads((tmp_dir / "r" / "status.json").read_text())["last_update_time"] > first,
-                 what="a later heartbeat")
+        status = tmp_dir / "r" / "status.json"  # its first write may come after the warning
+        first = wait_for(lambda: status.exists() and json.loads(status.read_text())["last_update_time"],
+                         what="a heartbeat")
+        wait_for(lambda: json.loads(status.read_text())["last_update_time"] > first, what="a later heartbeat")
     assert events.read_text().count("no more system samples") == 1
 
 
