@@ -79,6 +79,13 @@ def _sigma_at(mx, my, ca, cb, cc, px, py):
     return dx, dy, np.float32(0.5) * (ca * dx * dx + cc * dy * dy) + cb * dx * dy
 
 
+@njit(inline="always")
+def _tile_box(t, tiles_x, tile_size, width, height):
+    """Tile t's pixel box: x0, y0 inclusive, x1, y1 exclusive (the last row and column of tiles may be cut)."""
+    x0, y0 = (t % tiles_x) * tile_size, (t // tiles_x) * tile_size
+    return x0, y0, min(x0 + tile_size, width), min(y0 + tile_size, height)
+
+
 @njit(parallel=True, cache=True)
 def composite_forward(means2d, conics, opac, colors, background, offsets, counts, ids, tile_size, tiles_x, tiles_y,
                       width, height, out_color, out_T, out_last):
@@ -90,9 +97,7 @@ def composite_forward(means2d, conics, opac, colors, background, offsets, counts
     n_tiles = tiles_x * tiles_y
     channels = colors.shape[1]
     for t in prange(n_tiles):
-        ty, tx = t // tiles_x, t % tiles_x
-        x0, y0 = tx * tile_size, ty * tile_size
-        x1, y1 = min(x0 + tile_size, width), min(y0 + tile_size, height)
+        x0, y0, x1, y1 = _tile_box(t, tiles_x, tile_size, width, height)
         pixels = (x1 - x0) * (y1 - y0)
         done = np.zeros((tile_size, tile_size), dtype=np.bool_)
         n_done = 0
@@ -151,9 +156,7 @@ def composite_backward(means2d, conics, opac, colors, background, offsets, count
     n_tiles = tiles_x * tiles_y
     channels = colors.shape[1]
     for t in prange(n_tiles):
-        ty, tx = t // tiles_x, t % tiles_x
-        x0, y0 = tx * tile_size, ty * tile_size
-        x1, y1 = min(x0 + tile_size, width), min(y0 + tile_size, height)
+        x0, y0, x1, y1 = _tile_box(t, tiles_x, tile_size, width, height)
         T_now = np.empty((tile_size, tile_size), dtype=np.float32)
         acc = np.zeros((tile_size, tile_size, channels), dtype=np.float32)  # colour of what lies behind
         # the background term and the alpha output are the same for every Gaussian of a pixel
