@@ -282,10 +282,9 @@ def axis_of(request: Request) -> str:
     return axis
 
 
-def chart_of(catalog: Catalog, entry: RunEntry, name: str, points: int, axis: str) -> dict[str, Any] | None:
-    """One metric of a run as a chart over `axis` (a wall clock is placed by the run's run.json)."""
-    starts = stretch_starts(catalog.info(entry)) if axis == "wall" else None
-    return catalog.store(entry).chart(name, points, axis=axis, starts=starts)
+def wall_starts(catalog: Catalog, entry: RunEntry, axis: str) -> list[tuple[float, float]] | None:
+    """What places a chart's x on the wall clock (the run's starts in run.json); None for another axis."""
+    return stretch_starts(catalog.info(entry)) if axis == "wall" else None
 
 
 def metrics_body(catalog: Catalog, charts: ChartCache, entry: RunEntry, names: list[str] | None, points: int,
@@ -299,7 +298,7 @@ def metrics_body(catalog: Catalog, charts: ChartCache, entry: RunEntry, names: l
         return body
     available = store.names()
     chosen = available if names is None else [n for n in names if n in available]
-    starts = stretch_starts(catalog.info(entry)) if axis == "wall" else None
+    starts = wall_starts(catalog, entry, axis)
     series = {name: store.chart(name, points, x_min, x_max, axis, starts) for name in chosen}
     body = json_response({"names": available, "series": series, "x": axis, "lines": store.lines,
                           "last_step": store.last_step, "warnings": store.warnings}).body
@@ -476,7 +475,8 @@ async def compare(request: Request) -> Response:
         def overlay() -> dict[str, Any]:
             series = {}
             for entry in entries:
-                series[entry.key] = chart_of(catalog, entry, metric, points, axis)
+                series[entry.key] = catalog.store(entry).chart(metric, points, axis=axis,
+                                                               starts=wall_starts(catalog, entry, axis))
             return {"metric": metric, "series": series, "x": axis}
 
         return json_response(await run_in_threadpool(overlay))
